@@ -1,0 +1,102 @@
+//! The state every handler shares, and how it is assembled from settings.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::Semaphore;
+
+use crate::auth::jwt::KeyRing;
+use crate::blobs::{self, BlobStore};
+use crate::config::{BlobBackend, Settings};
+use crate::db::Database;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimits;
+
+/// Shared state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<App>);
+
+/// What [`AppState`] holds.
+pub struct App {
+    /// Effective settings.
+    pub settings: Settings,
+    /// Metadata database.
+    pub db: Database,
+    /// Blob storage.
+    pub blobs: Arc<dyn BlobStore>,
+    /// JWT signing and verification keys.
+    pub keys: KeyRing,
+    /// Token buckets for abuse-prone endpoints.
+    pub limits: RateLimits,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Bounds concurrent blob downloads so a burst cannot exhaust file handles or memory.
+    pub download_permits: Arc<Semaphore>,
+}
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Opens the database (running migrations), the blob store and the key ring.
+    pub async fn open(settings: Settings) -> anyhow::Result<Self> {
+        let db = Database::connect(&settings.database.url, settings.database.max_connections)
+            .await
+            .context("opening the database (database.url)")?;
+        db.migrate().await.context("migrating the database")?;
+        let blobs = match settings.blobs.backend {
+            BlobBackend::Disk => blobs::open_disk(std::path::Path::new(&settings.blobs.dir))
+                .await
+                .context("opening the blob directory (blobs.dir)")?,
+            BlobBackend::S3 => blobs::open_s3(&settings.blobs.s3)
+                .await
+                .context("opening the S3 blob store (blobs.s3.*)")?,
+        };
+        Self::assemble(settings, db, blobs)
+    }
+
+    /// Builds the state from parts already opened (tests use this to share services).
+    pub fn assemble(
+        settings: Settings,
+        db: Database,
+        blobs: Arc<dyn BlobStore>,
+    ) -> anyhow::Result<Self> {
+        let keys = KeyRing::open(std::path::Path::new(&settings.auth.jwt_keys_dir))
+            .context("loading JWT signing keys (auth.jwt_keys_dir)")?;
+        let limits = RateLimits::new(&settings.rate_limits);
+        let metrics = Metrics::new();
+        let download_permits = Arc::new(Semaphore::new(
+            settings.http.max_concurrent_downloads.max(1),
+        ));
+        Ok(Self(Arc::new(App {
+            settings,
+            db,
+            blobs,
+            keys,
+            limits,
+            metrics,
+            download_permits,
+        })))
+    }
+
+    /// Re-reads the JWT keys periodically so a rotation by another process (or replica) is
+    /// picked up without a restart.
+    pub fn spawn_key_reloader(&self) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                if let Err(e) = app.keys.reload() {
+                    tracing::warn!(error = %e, "reloading JWT keys failed; keeping the current ones");
+                }
+            }
+        });
+    }
+}

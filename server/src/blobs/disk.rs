@@ -1,0 +1,328 @@
+//! Blobs as files on the local filesystem.
+//!
+//! Layout under the store's directory:
+//! - `sha256/<first 2 hex>/<hex>`: finished blobs, immutable;
+//! - `tmp/<uuid>`: blobs being written (same filesystem, so the final rename is atomic).
+//!
+//! A blob is written to `tmp/`, fsynced, renamed into place and the parent directory fsynced,
+//! so once `put` returns the blob survives a crash and a database row may refer to it.
+
+use std::io::{self, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use ring::digest::{Context, SHA256};
+use tokio::fs::{self, File, OpenOptions};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio_util::io::ReaderStream;
+
+use super::{
+    BlobDigest, BlobError, BlobObject, BlobRange, BlobStore, IO_CHUNK_SIZE, STALE_TEMP_AGE,
+    StoredBlob,
+};
+
+/// Blob store in a local directory.
+pub(crate) struct DiskBlobStore {
+    /// `<dir>/sha256`: finished blobs, sharded by the first two hex characters.
+    blobs_dir: PathBuf,
+    /// `<dir>/tmp`: blobs being written.
+    temp_dir: PathBuf,
+}
+
+impl DiskBlobStore {
+    /// Creates the layout under `dir` if needed and removes stale temporary files.
+    pub(crate) async fn open(dir: &Path) -> Result<Self, BlobError> {
+        let store = Self {
+            blobs_dir: dir.join("sha256"),
+            temp_dir: dir.join("tmp"),
+        };
+        fs::create_dir_all(&store.blobs_dir).await?;
+        fs::create_dir_all(&store.temp_dir).await?;
+        sync_dir(dir).await?;
+        remove_stale_temp_files(&store.temp_dir, STALE_TEMP_AGE).await;
+        Ok(store)
+    }
+
+    fn shard_dir(&self, digest: &BlobDigest) -> PathBuf {
+        self.blobs_dir.join(hex::encode(&digest.as_bytes()[..1]))
+    }
+
+    fn blob_path(&self, digest: &BlobDigest) -> PathBuf {
+        self.shard_dir(digest).join(digest.to_hex())
+    }
+
+    /// Copies `body` into the temporary file while hashing it; returns digest and size once
+    /// the bytes are on stable storage.
+    async fn write_temp(
+        &self,
+        temp_path: &Path,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        max_size: Option<u64>,
+    ) -> Result<StoredBlob, BlobError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(temp_path)
+            .await?;
+        let mut writer = BufWriter::with_capacity(IO_CHUNK_SIZE, file);
+        let mut hasher = Context::new(&SHA256);
+        let mut chunk = vec![0u8; IO_CHUNK_SIZE];
+        let mut size = 0u64;
+        loop {
+            let n = body.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            if let Some(limit) = max_size
+                && size > limit
+            {
+                return Err(BlobError::TooLarge { limit });
+            }
+            hasher.update(&chunk[..n]);
+            writer.write_all(&chunk[..n]).await?;
+        }
+        writer.flush().await?;
+        writer.into_inner().sync_all().await?;
+        Ok(StoredBlob {
+            digest: BlobDigest::from_ring(hasher.finish()),
+            size,
+        })
+    }
+
+    /// Moves a complete, fsynced temporary file to its final name and makes the rename
+    /// durable. Keeps an existing blob of the right size instead (same content by
+    /// construction); one of another size is a leftover of outside damage and is replaced.
+    async fn publish(&self, temp_path: &Path, stored: &StoredBlob) -> Result<(), BlobError> {
+        let shard_dir = self.shard_dir(&stored.digest);
+        match fs::create_dir(&shard_dir).await {
+            Ok(()) => sync_dir(&self.blobs_dir).await?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+        let final_path = self.blob_path(&stored.digest);
+        match fs::metadata(&final_path).await {
+            Ok(existing) if existing.len() == stored.size => return Ok(()),
+            Ok(_) => tracing::warn!(
+                digest = %stored.digest,
+                "replacing stored blob whose size does not match its digest"
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        fs::rename(temp_path, &final_path).await?;
+        sync_dir(&shard_dir).await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for DiskBlobStore {
+    async fn put(
+        &self,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        expected: Option<&BlobDigest>,
+        max_size: Option<u64>,
+    ) -> Result<StoredBlob, BlobError> {
+        // Removes the temporary file on every exit, also when this future is dropped midway
+        // (a client that disconnects); after a successful rename there is nothing to remove.
+        let temp = TempFileGuard(self.temp_dir.join(uuid::Uuid::new_v4().to_string()));
+        let stored = self.write_temp(&temp.0, body, max_size).await?;
+        if let Some(expected) = expected
+            && *expected != stored.digest
+        {
+            return Err(BlobError::DigestMismatch {
+                expected: *expected,
+                actual: stored.digest,
+            });
+        }
+        self.publish(&temp.0, &stored).await?;
+        Ok(stored)
+    }
+
+    async fn size_of(&self, digest: &BlobDigest) -> Result<Option<u64>, BlobError> {
+        match fs::metadata(self.blob_path(digest)).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get(
+        &self,
+        digest: &BlobDigest,
+        range: Option<BlobRange>,
+    ) -> Result<BlobObject, BlobError> {
+        let mut file = match File::open(self.blob_path(digest)).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let size = file.metadata().await?.len();
+        let body = match range {
+            None => ReaderStream::with_capacity(file, IO_CHUNK_SIZE).boxed(),
+            Some(range) => {
+                if range.start > range.end_inclusive || range.end_inclusive >= size {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("range {range:?} outside a blob of {size} bytes"),
+                    )
+                    .into());
+                }
+                file.seek(SeekFrom::Start(range.start)).await?;
+                ReaderStream::with_capacity(file.take(range.len()), IO_CHUNK_SIZE).boxed()
+            }
+        };
+        Ok(BlobObject { size, body })
+    }
+
+    async fn delete(&self, digest: &BlobDigest) -> Result<(), BlobError> {
+        match fs::remove_file(self.blob_path(digest)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn presigned_get_url(
+        &self,
+        _digest: &BlobDigest,
+        _ttl: Duration,
+    ) -> Result<Option<String>, BlobError> {
+        Ok(None)
+    }
+
+    async fn check_ready(&self) -> Result<(), BlobError> {
+        for dir in [&self.blobs_dir, &self.temp_dir] {
+            if !fs::metadata(dir).await?.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{} is not a directory", dir.display()),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "disk"
+    }
+}
+
+/// Deletes the temporary file it names when dropped (if it still exists).
+struct TempFileGuard(PathBuf);
+
+impl Drop for TempFileGuard {
+    fn drop(&mut self) {
+        // Synchronous on purpose: Drop cannot await, and unlinking one file is quick.
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                path = %self.0.display(),
+                error = %e,
+                "could not remove temporary blob file"
+            ),
+        }
+    }
+}
+
+/// Makes changes to a directory's entries (a create or rename inside it) durable.
+#[cfg(unix)]
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).await?.sync_all().await
+}
+
+/// Directory entries cannot be fsynced on this platform; renames are as durable as it makes
+/// them.
+#[cfg(not(unix))]
+async fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Removes temporary files not modified for `max_age`: a crashed writer left them behind.
+/// Failures are logged, not returned: they must not keep the store from opening.
+async fn remove_stale_temp_files(temp_dir: &Path, max_age: Duration) {
+    let mut entries = match fs::read_dir(temp_dir).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(dir = %temp_dir.display(), error = %e, "cannot list temporary blob files");
+            return;
+        }
+    };
+    let now = SystemTime::now();
+    let mut removed = 0usize;
+    loop {
+        let entry = match entries.next_entry().await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(dir = %temp_dir.display(), error = %e, "cannot list temporary blob files");
+                break;
+            }
+        };
+        let path = entry.path();
+        let is_stale = match entry.metadata().await.and_then(|meta| meta.modified()) {
+            Ok(modified) => now.duration_since(modified).unwrap_or_default() > max_age,
+            Err(_) => false,
+        };
+        if !is_stale {
+            continue;
+        }
+        match fs::remove_file(&path).await {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temporary blob file");
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %temp_dir.display(), removed, "removed stale temporary blob files");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_removes_only_stale_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp_dir = dir.path().join("tmp");
+        std::fs::create_dir_all(&temp_dir).unwrap();
+        let stale = temp_dir.join("stale");
+        let fresh = temp_dir.join("fresh");
+        std::fs::write(&stale, b"x").unwrap();
+        std::fs::write(&fresh, b"x").unwrap();
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 60 * 60);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+
+        DiskBlobStore::open(dir.path()).await.unwrap();
+
+        assert!(!stale.exists());
+        assert!(fresh.exists());
+    }
+
+    #[tokio::test]
+    async fn layout_is_sharded_by_first_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskBlobStore::open(dir.path()).await.unwrap();
+        let stored = store.put(&mut &b"hello"[..], None, None).await.unwrap();
+        let hex = stored.digest.to_hex();
+        assert!(
+            dir.path()
+                .join("sha256")
+                .join(&hex[..2])
+                .join(&hex)
+                .is_file()
+        );
+    }
+}

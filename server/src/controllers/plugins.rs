@@ -1,0 +1,304 @@
+//! Read endpoints for plugins and their versions. Publishing arrives with signed packages.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Page, PageQuery, PluginPath, rfc3339};
+use crate::app::AppState;
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiResult, Problem};
+
+/// Version states the public may see; the others are visible to the plugin's publisher
+/// members and to reviewers and admins.
+pub const PUBLIC_STATES: &[&str] = &["published", "yanked"];
+
+/// `?q=…&publisher=…` plus pagination.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchQuery {
+    /// Case-insensitive text matched against names and descriptions.
+    pub q: Option<String>,
+    /// Only plugins of this publisher.
+    pub publisher: Option<String>,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Items per page (1–100, default 20).
+    pub limit: Option<u32>,
+}
+
+/// A plugin.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginView {
+    /// Row id (ordering key of lists).
+    #[serde(skip)]
+    pub row_id: i64,
+    /// `publisher/name`.
+    pub id: String,
+    /// Publisher name.
+    pub publisher: String,
+    /// Plugin name.
+    pub name: String,
+    /// Short description.
+    pub description: String,
+    /// Highest published, non-yanked version, if any.
+    pub latest_version: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+}
+
+/// `/plugins/{publisher}/{name}/versions/{version}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct VersionPath {
+    /// Publisher name.
+    pub publisher: String,
+    /// Plugin name.
+    pub name: String,
+    /// Semver version.
+    pub version: String,
+}
+
+/// A version of a plugin.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionView {
+    /// Row id (ordering key of lists).
+    #[serde(skip)]
+    pub row_id: i64,
+    /// Semver version.
+    pub version: String,
+    /// Lifecycle state.
+    pub state: String,
+    /// SHA-256 of the package bytes, `sha256:<hex>`.
+    pub package_digest: String,
+    /// Package size in bytes.
+    pub package_size: i64,
+    /// Where to download the package.
+    pub download_url: String,
+    /// Upload time (RFC 3339).
+    pub created_at: String,
+}
+
+const PLUGIN_COLUMNS: &str =
+    "pl.id, pb.name AS publisher, pl.name, pl.description, pl.created_at, pl.updated_at";
+
+fn plugin_view(
+    row: &sqlx::any::AnyRow,
+    latest_version: Option<String>,
+) -> Result<PluginView, sqlx::Error> {
+    let publisher: String = row.try_get("publisher")?;
+    let name: String = row.try_get("name")?;
+    Ok(PluginView {
+        row_id: row.try_get("id")?,
+        id: format!("{publisher}/{name}"),
+        publisher,
+        name,
+        description: row.try_get("description")?,
+        latest_version,
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+    })
+}
+
+/// Escapes LIKE wildcards so user text matches literally.
+fn like_pattern(text: &str) -> String {
+    let escaped = text
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// Searches and lists plugins.
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", params(SearchQuery),
+    responses((status = 200, body = Page<PluginView>), (status = 422, body = Problem)))]
+pub async fn search_plugins(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Query(query): Query<SearchQuery>,
+) -> ApiResult<Json<Page<PluginView>>> {
+    let page = PageQuery {
+        cursor: query.cursor.clone(),
+        limit: query.limit,
+    }
+    .parse()?;
+    if query.q.as_ref().is_some_and(|q| q.len() > 200) {
+        return Err(ApiError::invalid("q must be at most 200 characters"));
+    }
+    let pattern = like_pattern(query.q.as_deref().unwrap_or_default().trim());
+    let rows = sqlx::query(&format!(
+        "SELECT {PLUGIN_COLUMNS} FROM plugins pl JOIN publishers pb ON pb.id = pl.publisher_id \
+         WHERE pl.id > $1 AND ($2 = '' OR pb.name = $2) \
+         AND (lower(pl.name) LIKE $3 ESCAPE '\\' OR lower(pl.description) LIKE $3 ESCAPE '\\') \
+         ORDER BY pl.id LIMIT $4"
+    ))
+    .bind(page.after)
+    .bind(query.publisher.as_deref().unwrap_or_default())
+    .bind(pattern)
+    .bind(page.fetch_limit())
+    .fetch_all(&app.db.pool)
+    .await?;
+    let mut views = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let latest = latest_version(&app, row.try_get("id")?).await?;
+        views.push(plugin_view(row, latest)?);
+    }
+    Ok(Json(page.finish(views, |p| p.row_id)))
+}
+
+/// The highest published version by semver precedence.
+async fn latest_version(app: &AppState, plugin_id: i64) -> ApiResult<Option<String>> {
+    let rows = sqlx::query(
+        "SELECT version FROM plugin_versions WHERE plugin_id = $1 AND state = 'published'",
+    )
+    .bind(plugin_id)
+    .fetch_all(&app.db.pool)
+    .await?;
+    let mut best: Option<semver::Version> = None;
+    for row in rows {
+        // Stored versions were validated as semver at upload; an unparsable one is skipped.
+        let Ok(version) = semver::Version::parse(&row.try_get::<String, _>("version")?) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|b| version > *b) {
+            best = Some(version);
+        }
+    }
+    Ok(best.map(|v| v.to_string()))
+}
+
+async fn find_plugin(app: &AppState, path: &PluginPath) -> ApiResult<sqlx::any::AnyRow> {
+    sqlx::query(&format!(
+        "SELECT {PLUGIN_COLUMNS}, pl.publisher_id FROM plugins pl JOIN publishers pb ON pb.id = pl.publisher_id WHERE pb.name = $1 AND pl.name = $2"
+    ))
+    .bind(&path.publisher)
+    .bind(&path.name)
+    .fetch_optional(&app.db.pool)
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no plugin `{}/{}`", path.publisher, path.name)))
+}
+
+/// One plugin.
+#[utoipa::path(get, path = "/api/v1/plugins/{publisher}/{name}", tag = "plugins", params(PluginPath),
+    responses((status = 200, body = PluginView), (status = 404, body = Problem)))]
+pub async fn get_plugin(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Path(path): Path<PluginPath>,
+) -> ApiResult<Json<PluginView>> {
+    let row = find_plugin(&app, &path).await?;
+    let latest = latest_version(&app, row.try_get("id")?).await?;
+    Ok(Json(plugin_view(&row, latest)?))
+}
+
+/// Whether the caller may see versions in every state: publisher members, reviewers, admins.
+async fn sees_all_states(app: &AppState, caller: &Caller, publisher_id: i64) -> ApiResult<bool> {
+    let Some(me) = caller.principal() else {
+        return Ok(false);
+    };
+    if me.role >= Role::Reviewer {
+        return Ok(true);
+    }
+    let member = sqlx::query(
+        "SELECT 1 AS one FROM publisher_members WHERE publisher_id = $1 AND user_id = $2",
+    )
+    .bind(publisher_id)
+    .bind(me.user_id)
+    .fetch_optional(&app.db.pool)
+    .await?;
+    Ok(member.is_some())
+}
+
+fn version_view(app: &AppState, row: &sqlx::any::AnyRow) -> Result<VersionView, sqlx::Error> {
+    let digest: String = row.try_get("package_digest")?;
+    Ok(VersionView {
+        row_id: row.try_get("id")?,
+        version: row.try_get("version")?,
+        state: row.try_get("state")?,
+        download_url: format!("{}/blobs/sha256/{digest}", app.settings.http.public_url),
+        package_digest: format!("sha256:{digest}"),
+        package_size: row.try_get("package_size")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+    })
+}
+
+const VERSION_COLUMNS: &str = "id, version, state, package_digest, package_size, created_at";
+
+/// Versions of a plugin in upload order. The public sees published and yanked versions.
+#[utoipa::path(get, path = "/api/v1/plugins/{publisher}/{name}/versions", tag = "plugins", params(PluginPath, PageQuery),
+    responses((status = 200, body = Page<VersionView>), (status = 404, body = Problem)))]
+pub async fn list_versions(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<PluginPath>,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<Page<VersionView>>> {
+    let page = page.parse()?;
+    let plugin = find_plugin(&app, &path).await?;
+    let all = sees_all_states(&app, &caller, plugin.try_get("publisher_id")?).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE plugin_id = $1 AND id > $2 \
+         AND ($3 = 1 OR state IN ('published', 'yanked')) ORDER BY id LIMIT $4"
+    ))
+    .bind(plugin.try_get::<i64, _>("id")?)
+    .bind(page.after)
+    .bind(i64::from(all))
+    .bind(page.fetch_limit())
+    .fetch_all(&app.db.pool)
+    .await?;
+    let views = rows
+        .iter()
+        .map(|r| version_view(&app, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(page.finish(views, |v| v.row_id)))
+}
+
+/// One version.
+#[utoipa::path(get, path = "/api/v1/plugins/{publisher}/{name}/versions/{version}", tag = "plugins", params(VersionPath),
+    responses((status = 200, body = VersionView), (status = 404, body = Problem)))]
+pub async fn get_version(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<VersionPath>,
+) -> ApiResult<Json<VersionView>> {
+    let plugin_path = PluginPath {
+        publisher: path.publisher.clone(),
+        name: path.name.clone(),
+    };
+    let plugin = find_plugin(&app, &plugin_path).await?;
+    let all = sees_all_states(&app, &caller, plugin.try_get("publisher_id")?).await?;
+    let row = sqlx::query(&format!(
+        "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE plugin_id = $1 AND version = $2"
+    ))
+    .bind(plugin.try_get::<i64, _>("id")?)
+    .bind(&path.version)
+    .fetch_optional(&app.db.pool)
+    .await?
+    .filter(|r| {
+        all || r
+            .try_get::<String, _>("state")
+            .is_ok_and(|s| PUBLIC_STATES.contains(&s.as_str()))
+    })
+    .ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no version {} of `{}/{}`",
+            path.version, path.publisher, path.name
+        ))
+    })?;
+    Ok(Json(version_view(&app, &row)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("a%b_c"), "%a\\%b\\_c%");
+    }
+}

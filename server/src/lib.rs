@@ -1,0 +1,22 @@
+//! plugstore-server: the registry's REST service.
+//!
+//! [`router::build`] wires every route; handlers live in [`controllers`], grouped by what they
+//! act on; [`auth`] decides who may do what; [`blobs`] stores package bytes by SHA-256.
+
+pub mod app;
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod controllers;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod names;
+pub mod rate_limit;
+pub mod router;
+pub mod secrets;
+pub mod serve;
+
+pub use app::AppState;
+pub use config::Settings;

@@ -1,0 +1,193 @@
+//! `plugstore-server`: the registry service and its operator commands.
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use plugstore_server::app::AppState;
+use plugstore_server::auth::Role;
+use plugstore_server::config::{FlagOverride, LoadedSettings, Settings};
+use plugstore_server::controllers::auth::create_user;
+use plugstore_server::db::Database;
+use plugstore_server::serve;
+
+#[derive(Parser)]
+#[command(
+    name = "plugstore-server",
+    version,
+    about = "The plugstore registry service"
+)]
+struct Cli {
+    /// TOML configuration file (also `PLUGSTORE_CONFIG`).
+    #[arg(long, global = true, env = "PLUGSTORE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 0.0.0.0:8080 (`http.bind`).
+    #[arg(long, global = true)]
+    bind: Option<String>,
+    /// Data directory for the embedded defaults (`data_dir`).
+    #[arg(long, global = true)]
+    data_dir: Option<String>,
+    /// Database URL, sqlite:// or postgres:// (`database.url`).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// User and key administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user; the password is read from the first line of standard input.
+    CreateUser {
+        /// Username.
+        #[arg(long)]
+        username: String,
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// developer, reviewer or admin.
+        #[arg(long, default_value = "developer")]
+        role: String,
+    },
+    /// Generate a new JWT signing key; older keys keep verifying until their tokens expire.
+    RotateJwtKey,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every effective setting and where it came from (secrets masked).
+    Show,
+}
+
+fn load_settings(cli: &Cli) -> anyhow::Result<LoadedSettings> {
+    let mut flags = Vec::new();
+    let mut flag = |key: &'static str, flag: &'static str, value: &Option<String>| {
+        if let Some(value) = value {
+            flags.push(FlagOverride {
+                key,
+                value: value.clone(),
+                flag,
+            });
+        }
+    };
+    flag("http.bind", "--bind", &cli.bind);
+    flag("data_dir", "--data-dir", &cli.data_dir);
+    flag("database.url", "--database-url", &cli.database_url);
+    Ok(Settings::load(
+        cli.config.as_deref(),
+        std::env::vars(),
+        flags,
+    )?)
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if settings.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let loaded = load_settings(&cli)?;
+    let settings = loaded.settings.clone();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", loaded.render());
+            Ok(())
+        }
+        Command::Migrate => {
+            init_logging(&settings);
+            let db = Database::connect(&settings.database.url, 1).await?;
+            db.migrate().await?;
+            println!("database is up to date ({})", db.engine.name());
+            Ok(())
+        }
+        Command::Admin(AdminCommand::RotateJwtKey) => {
+            let ring = plugstore_server::auth::jwt::KeyRing::open(std::path::Path::new(
+                &settings.auth.jwt_keys_dir,
+            ))?;
+            let kid = ring.rotate()?;
+            println!("new JWT signing key {kid}; running servers pick it up within 30 seconds");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::CreateUser {
+            username,
+            email,
+            role,
+        }) => {
+            init_logging(&settings);
+            let role = Role::parse(&role).with_context(|| {
+                format!("unknown role `{role}`; use developer, reviewer or admin")
+            })?;
+            let mut password = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                bail!(
+                    "no password on standard input; e.g. `echo \"$PASSWORD\" | plugstore-server admin create-user …`"
+                );
+            }
+            let app = AppState::open(settings).await?;
+            let user = create_user(&app, &username, &email, password, role)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "created {} `{}` (id {})",
+                user.role.as_str(),
+                user.username,
+                user.id
+            );
+            Ok(())
+        }
+        Command::Serve => {
+            init_logging(&settings);
+            serve_command(settings).await
+        }
+    }
+}
+
+async fn serve_command(settings: Settings) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(settings.bind_addr())
+        .await
+        .with_context(|| format!("cannot listen on {} (http.bind)", settings.http.bind))?;
+    let public_url = settings.http.public_url.clone();
+    let app = AppState::open(settings).await?;
+    let admins: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE role = 'admin' AND deleted_at IS NULL",
+    )
+    .fetch_one(&app.db.pool)
+    .await?;
+    println!("plugstore is running at {public_url}  (API reference: {public_url}/docs)");
+    if admins == 0 {
+        println!(
+            "No admin yet. Create one with:\n  echo 'a-long-password' | plugstore-server admin create-user --username admin1 --email you@example.org --role admin"
+        );
+    }
+    serve::run(app, listener).await
+}

@@ -1,0 +1,97 @@
+//! Per-client token buckets on endpoints that attract brute force and abuse.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::app::AppState;
+use crate::config::RateLimitSettings;
+use crate::error::{ApiError, ApiResult};
+
+/// One keyed bucket.
+pub struct Bucket(DefaultKeyedRateLimiter<IpAddr>);
+
+impl Bucket {
+    fn new(per: Duration, count: u32) -> Self {
+        let count = NonZeroU32::new(count.max(1)).unwrap_or(NonZeroU32::MIN);
+        // Refill evenly over the period, allowing a burst of the whole allowance.
+        let quota = Quota::with_period(per / count.get())
+            .unwrap_or_else(|| Quota::per_second(count))
+            .allow_burst(count);
+        Self(RateLimiter::keyed(quota))
+    }
+
+    /// Takes a token for `client`, or answers 429 with the wait in `Retry-After`.
+    pub fn check(&self, client: ClientIp) -> ApiResult<()> {
+        self.0.check_key(&client.0).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::rate_limited(wait.as_secs_f64().ceil() as u64)
+        })
+    }
+}
+
+/// The buckets, one per protected action.
+pub struct RateLimits {
+    /// Account registration.
+    pub register: Bucket,
+    /// Login and token refresh.
+    pub login: Bucket,
+    /// API token creation.
+    pub token_create: Bucket,
+}
+
+impl RateLimits {
+    /// Builds the buckets from settings.
+    pub fn new(s: &RateLimitSettings) -> Self {
+        Self {
+            register: Bucket::new(Duration::from_secs(3600), s.register_per_hour),
+            login: Bucket::new(Duration::from_secs(60), s.login_per_minute),
+            token_create: Bucket::new(Duration::from_secs(3600), s.token_create_per_hour),
+        }
+    }
+
+    /// Drops idle buckets so the key maps do not grow without bound.
+    pub fn shrink(&self) {
+        for bucket in [&self.register, &self.login, &self.token_create] {
+            bucket.0.retain_recent();
+            bucket.0.shrink_to_fit();
+        }
+    }
+}
+
+/// The client address used as a rate-limit key: the peer address, or the first
+/// `X-Forwarded-For` entry when `http.trust_forwarded_for` is set (only safe behind a proxy
+/// that overwrites the header).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if app.settings.http.trust_forwarded_for {
+            let forwarded = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok());
+            if let Some(ip) = forwarded {
+                return Ok(Self(ip));
+            }
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Self(peer.unwrap_or(IpAddr::from([127, 0, 0, 1]))))
+    }
+}

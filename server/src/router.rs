@@ -1,0 +1,129 @@
+//! Every route of the service, on one screen. Paths and auth live on the handlers
+//! (`#[utoipa::path]` and their first line); this file decides what is mounted and how.
+
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::app::AppState;
+use crate::controllers::{admin, auth, blobs, ops, plugins, publishers, tokens};
+use crate::http;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "plugstore", description = "Plugin store registry API. Errors are RFC 9457 problem+json; see docs/API-DESIGN.md."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts and sessions"),
+        (name = "tokens", description = "API tokens for CI and scripts"),
+        (name = "publishers", description = "Publisher namespaces and members"),
+        (name = "plugins", description = "Plugins and versions"),
+        (name = "blobs", description = "Content-addressed downloads"),
+        (name = "admin", description = "Store administration"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or pst_ API token")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The JSON API: compressed, body-limited.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        // Accounts and sessions
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        // API tokens
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+        // Publishers
+        .routes(routes!(
+            publishers::create_publisher,
+            publishers::list_publishers
+        ))
+        .routes(routes!(publishers::get_publisher))
+        .routes(routes!(publishers::list_members))
+        .routes(routes!(publishers::put_member, publishers::remove_member))
+        // Plugins
+        .routes(routes!(plugins::search_plugins))
+        .routes(routes!(plugins::get_plugin))
+        .routes(routes!(plugins::list_versions))
+        .routes(routes!(plugins::get_version))
+        // Administration
+        .routes(routes!(admin::list_users))
+        .routes(routes!(admin::update_user, admin::delete_user))
+}
+
+/// Downloads and operations: never compressed (blobs are served byte-exact for Range).
+fn raw_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(blobs::get_blob))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::jwks))
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> OpenApiDoc {
+    let (_, api) = api_routes().split_for_parts();
+    let (_, raw) = raw_routes().split_for_parts();
+    let mut doc = api;
+    doc.merge(raw);
+    doc
+}
+
+/// The complete service.
+pub fn build(app: AppState) -> Router {
+    let (api, api_doc) = api_routes().split_for_parts();
+    let (raw, raw_doc) = raw_routes().split_for_parts();
+    let mut doc = api_doc;
+    doc.merge(raw_doc);
+    let api = http::json_api_layers(api, &app.settings);
+    let docs = Router::<AppState>::new()
+        .merge(Scalar::with_url("/docs", doc.clone()))
+        .layer(http::docs_csp());
+    let spec = doc.to_json().unwrap_or_else(|_| "{}".into());
+    let router = Router::new()
+        .merge(api)
+        .merge(raw)
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    spec,
+                )
+            }),
+        )
+        .merge(docs)
+        .fallback(http::not_found);
+    http::common_layers(router, app.clone()).with_state(app)
+}
