@@ -1,0 +1,6 @@
+//! API tests: one binary (linking once), modules by area. Every database test runs on the
+//! embedded stack (SQLite + disk) and the scaled stack (PostgreSQL + S3).
+
+mod harness;
+
+mod auth;
