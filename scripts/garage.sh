@@ -148,7 +148,7 @@ ensure_layout() {
     local node_id
     node_id="$(g node id -q | cut -d@ -f1)"
     log "assigning the storage layout to node ${node_id:0:16}"
-    g layout assign -z dc1 -c 1G "$node_id" >&2
+    g layout assign -z dc1 -c 1GB "$node_id" >&2
     g layout apply --version 1 >&2
 }
 
@@ -166,10 +166,9 @@ ensure_key_and_bucket() {
 }
 
 print_exports() {
-    local info key_id secret
-    info="$(g key info "$KEY_NAME" --show-secret)"
-    key_id="$(sed -n 's/^Key ID: *//p' <<<"$info" | head -n1)"
-    secret="$(sed -n 's/^Secret key: *//p' <<<"$info" | head -n1)"
+    local key_id secret
+    key_id="$(g key info "$KEY_NAME" --key-id | tr -d '[:space:]')"
+    secret="$(g key info "$KEY_NAME" --secret-key | tr -d '[:space:]')"
     [[ -n "$key_id" && -n "$secret" ]] || die "could not read the credentials of key $KEY_NAME"
     echo "export PLUGSTORE_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT" \
         "PLUGSTORE_TEST_S3_BUCKET=$BUCKET" \

@@ -1,0 +1,136 @@
+//! The endpoint × caller matrix: every operation in the OpenAPI document is driven as
+//! anonymous, an unrelated developer, a publisher maintainer, a publisher owner, a reviewer and
+//! an admin, and each answer's status is checked. A new endpoint without a row fails the test.
+
+use std::collections::BTreeSet;
+
+use axum::http::Method;
+use serde_json::Value;
+
+use crate::both_stacks;
+use crate::harness::{PASSWORD, TestApp};
+
+const CALLERS: [&str; 6] = ["anonymous", "stranger", "maintainer", "owner", "reviewer", "admin"];
+
+struct Row {
+    method: Method,
+    /// The path as the OpenAPI document names it.
+    template: &'static str,
+    /// The concrete path; `{i}` is the caller's index, `{token}` the caller's own token id,
+    /// `{blob}` a stored blob's digest.
+    path: &'static str,
+    /// JSON body; `{i}` and `{refresh}` (a fresh refresh token) are substituted.
+    body: Option<&'static str>,
+    /// Expected status per caller, in the order of `CALLERS`.
+    expect: [u16; 6],
+}
+
+fn row(method: Method, template: &'static str, path: &'static str, body: Option<&'static str>, expect: [u16; 6]) -> Row {
+    Row { method, template, path, body, expect }
+}
+
+fn rows() -> Vec<Row> {
+    use Method as M;
+    let public = [200; 6];
+    vec![
+        row(M::POST, "/api/v1/auth/register", "/api/v1/auth/register", Some(r#"{"username":"new{i}","email":"new{i}@example.org","password":"{password}"}"#), [201; 6]),
+        row(M::POST, "/api/v1/auth/login", "/api/v1/auth/login", Some(r#"{"username":"stranger","password":"{password}"}"#), public),
+        row(M::POST, "/api/v1/auth/refresh", "/api/v1/auth/refresh", Some(r#"{"refresh_token":"{refresh}"}"#), public),
+        row(M::GET, "/api/v1/me", "/api/v1/me", None, [401, 200, 200, 200, 200, 200]),
+        row(M::POST, "/api/v1/tokens", "/api/v1/tokens", Some(r#"{"name":"ci","scopes":["publish"]}"#), [401, 201, 201, 201, 201, 201]),
+        row(M::GET, "/api/v1/tokens", "/api/v1/tokens", None, [401, 200, 200, 200, 200, 200]),
+        row(M::DELETE, "/api/v1/tokens/{id}", "/api/v1/tokens/{token}", None, [401, 204, 204, 204, 204, 204]),
+        row(M::POST, "/api/v1/publishers", "/api/v1/publishers", Some(r#"{"name":"pub{i}"}"#), [401, 201, 201, 201, 201, 201]),
+        row(M::GET, "/api/v1/publishers", "/api/v1/publishers", None, public),
+        row(M::GET, "/api/v1/publishers/{publisher}", "/api/v1/publishers/acme", None, public),
+        row(M::GET, "/api/v1/publishers/{publisher}/members", "/api/v1/publishers/acme/members", None, public),
+        row(M::PUT, "/api/v1/publishers/{publisher}/members/{username}", "/api/v1/publishers/acme/members/target{i}", Some(r#"{"role":"maintainer"}"#), [401, 403, 403, 200, 403, 200]),
+        row(M::DELETE, "/api/v1/publishers/{publisher}/members/{username}", "/api/v1/publishers/acme/members/target{i}", None, [401, 403, 403, 204, 403, 204]),
+        row(M::GET, "/api/v1/plugins", "/api/v1/plugins?q=widget", None, public),
+        row(M::GET, "/api/v1/plugins/{publisher}/{name}", "/api/v1/plugins/acme/widget", None, public),
+        row(M::GET, "/api/v1/plugins/{publisher}/{name}/versions", "/api/v1/plugins/acme/widget/versions", None, public),
+        // A version waiting for review is visible to its publisher and to moderators only.
+        row(M::GET, "/api/v1/plugins/{publisher}/{name}/versions/{version}", "/api/v1/plugins/acme/widget/versions/1.1.0", None, [404, 404, 200, 200, 200, 200]),
+        row(M::GET, "/api/v1/admin/users", "/api/v1/admin/users", None, [401, 403, 403, 403, 403, 200]),
+        row(M::PATCH, "/api/v1/admin/users/{username}", "/api/v1/admin/users/target{i}", Some(r#"{"role":"reviewer"}"#), [401, 403, 403, 403, 403, 200]),
+        row(M::DELETE, "/api/v1/admin/users/{username}", "/api/v1/admin/users/victim{i}", None, [401, 403, 403, 403, 403, 204]),
+        row(M::GET, "/blobs/sha256/{hex}", "/blobs/sha256/{blob}", None, public),
+        row(M::GET, "/healthz", "/healthz", None, public),
+        row(M::GET, "/readyz", "/readyz", None, public),
+        row(M::GET, "/metrics", "/metrics", None, public),
+        row(M::GET, "/.well-known/jwks.json", "/.well-known/jwks.json", None, public),
+        // Last: it ends the caller's session.
+        row(M::POST, "/api/v1/auth/logout", "/api/v1/auth/logout", None, [401, 204, 204, 204, 204, 204]),
+    ]
+}
+
+#[test]
+fn every_documented_operation_has_a_matrix_row() {
+    let doc = serde_json::to_value(plugstore_server::router::openapi()).unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let covered: BTreeSet<_> = rows().iter().map(|r| (r.method.to_string(), r.template.to_owned())).collect();
+    let missing: Vec<_> = documented.difference(&covered).collect();
+    assert!(missing.is_empty(), "endpoints without a row in the authorization matrix: {missing:?}");
+    let stale: Vec<_> = covered.difference(&documented).collect();
+    assert!(stale.is_empty(), "matrix rows for endpoints that do not exist: {stale:?}");
+}
+
+both_stacks! {
+    async fn endpoint_role_matrix(app) {
+        // The cast.
+        let stranger = app.signup("stranger").await;
+        let maintainer = app.signup("maintainer").await;
+        let owner = app.signup("owner").await;
+        let reviewer = app.signup("rita").await;
+        app.set_role(&reviewer, "reviewer").await;
+        let admin = app.signup("admin-user").await;
+        app.set_role(&admin, "admin").await;
+        app.publisher(&owner, "acme").await;
+        let added = app.call(Method::PUT, "/api/v1/publishers/acme/members/maintainer", Some(&owner.access), Some(serde_json::json!({"role": "maintainer"}))).await;
+        assert_eq!(added.status, 200);
+        app.seed_plugin("acme", "widget", &[("1.0.0", "published"), ("1.1.0", "pending_review")]).await;
+        let tokens: [Option<String>; 6] = [None, Some(stranger.access), Some(maintainer.access), Some(owner.access), Some(reviewer.access), Some(admin.access)];
+        for i in 0..CALLERS.len() {
+            app.signup(&format!("target{i}")).await;
+            app.signup(&format!("victim{i}")).await;
+        }
+        let blob = app.app.blobs.put(&mut &b"matrix blob"[..], None, None).await.unwrap();
+
+        let mut failures = Vec::new();
+        for row in rows() {
+            for (i, caller) in CALLERS.iter().enumerate() {
+                let token = tokens[i].as_deref();
+                let mut path = row.path.replace("{i}", &i.to_string()).replace("{blob}", &blob.digest.to_hex());
+                if path.contains("{token}") {
+                    // The caller's own token; anonymous gets someone else's to try.
+                    let creator = token.unwrap_or(tokens[1].as_deref().unwrap());
+                    let made = app.post("/api/v1/tokens", Some(creator), serde_json::json!({"name": "victim", "scopes": ["yank"]})).await;
+                    path = path.replace("{token}", &made.json()["id"].to_string());
+                }
+                let body = match row.body {
+                    Some(template) => {
+                        let mut text = template.replace("{i}", &i.to_string()).replace("{password}", PASSWORD);
+                        if text.contains("{refresh}") {
+                            text = text.replace("{refresh}", &app.login("stranger").await.refresh);
+                        }
+                        Some(serde_json::from_str::<Value>(&text).unwrap())
+                    }
+                    None => None,
+                };
+                let response = app.call(row.method.clone(), &path, token, body).await;
+                if response.status.as_u16() != row.expect[i] {
+                    failures.push(format!(
+                        "{} {} as {caller}: expected {}, got {} {}",
+                        row.method, path, row.expect[i], response.status, String::from_utf8_lossy(&response.body)
+                    ));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "authorization matrix mismatches:\n{}", failures.join("\n"));
+    }
+}
