@@ -833,20 +833,19 @@ mod tests {
         );
     }
 
-    /// The part-by-part copy is only needed above 5 GiB; exercise it on a small object by
-    /// lowering the limit. Runs against the Garage from `scripts/garage.sh` when configured.
-    #[tokio::test]
-    async fn multipart_copy_preserves_bytes() {
+    /// Settings for the Garage from `scripts/garage.sh` with a fresh prefix, or `None` when
+    /// no S3 server is configured.
+    fn test_settings() -> Option<S3Settings> {
         let Ok(endpoint) = std::env::var("PLUGSTORE_TEST_S3_ENDPOINT") else {
             assert!(
                 std::env::var("PLUGSTORE_REQUIRE_SERVICES").as_deref() != Ok("1"),
                 "PLUGSTORE_REQUIRE_SERVICES=1 but PLUGSTORE_TEST_S3_ENDPOINT is not set"
             );
             eprintln!("skipped: PLUGSTORE_TEST_S3_ENDPOINT not set");
-            return;
+            return None;
         };
         let env = |name: &str| std::env::var(name).unwrap_or_default();
-        let settings = S3Settings {
+        Some(S3Settings {
             endpoint,
             bucket: env("PLUGSTORE_TEST_S3_BUCKET"),
             region: env("PLUGSTORE_TEST_S3_REGION"),
@@ -855,6 +854,15 @@ mod tests {
             prefix: format!("unit-{}/", uuid::Uuid::new_v4()),
             multipart_part_size_mib: 5,
             ..S3Settings::default()
+        })
+    }
+
+    /// The part-by-part copy is only needed above 5 GiB; exercise it on a small object by
+    /// lowering the limit.
+    #[tokio::test]
+    async fn multipart_copy_preserves_bytes() {
+        let Some(settings) = test_settings() else {
+            return;
         };
         let store = S3BlobStore::open(&settings).unwrap();
         let data: Vec<u8> = (0..12 * MIB).map(|i| (i % 251) as u8).collect();
@@ -889,5 +897,56 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn sweeper_removes_abandoned_temp_objects_and_uploads() {
+        let Some(settings) = test_settings() else {
+            return;
+        };
+        let store = S3BlobStore::open(&settings).unwrap();
+        let client = &store.client;
+        let temp_key = store.temp_key();
+        client
+            .put_object()
+            .bucket(&store.bucket)
+            .key(&temp_key)
+            .body(ByteStream::from_static(b"abandoned"))
+            .send()
+            .await
+            .unwrap();
+        client
+            .create_multipart_upload()
+            .bucket(&store.bucket)
+            .key(format!("{}sha256/abandoned", settings.prefix))
+            .send()
+            .await
+            .unwrap();
+        // Timestamps have one-second resolution.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+
+        let sweeper = Sweeper {
+            client: client.clone(),
+            bucket: store.bucket.clone(),
+            prefix: store.prefix.clone(),
+        };
+        sweeper.run(Duration::ZERO).await;
+
+        let objects = client
+            .list_objects_v2()
+            .bucket(&store.bucket)
+            .prefix(&settings.prefix)
+            .send()
+            .await
+            .unwrap();
+        assert!(objects.contents().is_empty(), "{:?}", objects.contents());
+        let uploads = client
+            .list_multipart_uploads()
+            .bucket(&store.bucket)
+            .prefix(&settings.prefix)
+            .send()
+            .await
+            .unwrap();
+        assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
     }
 }

@@ -5,3 +5,6 @@ mod harness;
 
 mod auth;
 mod matrix;
+mod plugins;
+mod publishers;
+mod tokens;
