@@ -107,7 +107,7 @@ running_pid() {
     pid="$(cat "$PID_FILE")"
     [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
     # Guard against a recycled pid that now belongs to something else.
-    grep -q garage "/proc/$pid/cmdline" 2>/dev/null || return 1
+    ps -p "$pid" -o command= 2>/dev/null | grep -q garage || return 1
     echo "$pid"
 }
 
@@ -148,8 +148,9 @@ ensure_layout() {
     local node_id
     node_id="$(g node id -q | cut -d@ -f1)"
     log "assigning the storage layout to node ${node_id:0:16}"
-    g layout assign -z dc1 -c 1GB "$node_id" >&2
-    g layout apply --version 1 >&2
+    # The capacity only weighs nodes against each other; Garage does not enforce it.
+    g layout assign -z dc1 -c 1GB "$node_id" >/dev/null
+    g layout apply --version 1 >/dev/null
 }
 
 ensure_key_and_bucket() {

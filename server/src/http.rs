@@ -164,12 +164,17 @@ async fn finish_problems(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let is_problem = content_type.starts_with(PROBLEM_JSON);
+    // Deliberate error bodies of another type (the readiness report) are left alone.
+    if !is_problem && !content_type.is_empty() && !content_type.starts_with("text/plain") {
+        return response;
+    }
     let (mut parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_PROBLEM_BODY).await {
         Ok(bytes) => bytes,
         Err(_) => return problem_response(ProblemKind::Internal, None, None),
     };
-    let mut problem: serde_json::Value = if content_type.starts_with(PROBLEM_JSON) {
+    let mut problem: serde_json::Value = if is_problem {
         serde_json::from_slice(&bytes).unwrap_or_default()
     } else {
         // The original status is kept (a 405 stays a 405); the type names the kind.

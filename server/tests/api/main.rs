@@ -8,3 +8,5 @@ mod matrix;
 mod plugins;
 mod publishers;
 mod tokens;
+mod blobs;
+mod hygiene;
