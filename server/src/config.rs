@@ -500,12 +500,12 @@ fn mask(key: &str, value: &toml::Value) -> String {
     }
     // A database URL is useful to see without its password.
     if key == "database.url" {
-        if let Some((scheme_user, rest)) = text.split_once('@') {
-            if let Some((head, _password)) = scheme_user.rsplit_once(':') {
-                if !head.ends_with('/') && head.contains("://") {
-                    return format!("\"{head}:****@{rest}\"");
-                }
-            }
+        if let Some((scheme_user, rest)) = text.split_once('@')
+            && let Some((head, _password)) = scheme_user.rsplit_once(':')
+            && !head.ends_with('/')
+            && head.contains("://")
+        {
+            return format!("\"{head}:****@{rest}\"");
         }
         return format!("\"{text}\"");
     }

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_plugstore-server");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A command running in `dir` with no PLUGSTORE_* settings inherited from the test runner.
@@ -37,19 +41,25 @@ impl Drop for Server {
 }
 
 fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
 async fn wait_ready(client: &reqwest::Client, url: &str) -> Duration {
     let started = Instant::now();
     loop {
-        if let Ok(response) = client.get(format!("{url}/readyz")).send().await {
-            if response.status() == 200 {
-                return started.elapsed();
-            }
+        if let Ok(response) = client.get(format!("{url}/readyz")).send().await
+            && response.status() == 200
+        {
+            return started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "store not ready after 30 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "store not ready after 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -60,39 +70,79 @@ async fn one_command_store_starts_with_defaults_and_shuts_down_on_sigterm() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
-    let child = command(dir.path()).args(["--bind", &format!("127.0.0.1:{port}")]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let child = command(dir.path())
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut server = Server { child };
     let client = reqwest::Client::new();
     let ready_after = wait_ready(&client, &url).await;
-    eprintln!("store ready {:?} after spawn ({ready_after:?} polling)", started.elapsed());
+    eprintln!(
+        "store ready {:?} after spawn ({ready_after:?} polling)",
+        started.elapsed()
+    );
 
     // Everything lives under ./plugstore-data, keys private.
     let data = dir.path().join("plugstore-data");
     assert!(data.join("plugstore.db").exists());
     assert!(data.join("blobs").is_dir());
-    let keys: Vec<_> = std::fs::read_dir(data.join("keys/jwt")).unwrap().map(|e| e.unwrap().path()).collect();
+    let keys: Vec<_> = std::fs::read_dir(data.join("keys/jwt"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(keys.len(), 1);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&keys[0]).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&keys[0]).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     let journal: String = {
-        let db = plugstore_server::db::Database::connect(&format!("sqlite://{}", data.join("plugstore.db").display()), 1).await.unwrap();
-        sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&db.pool).await.unwrap()
+        let db = plugstore_server::db::Database::connect(
+            &format!("sqlite://{}", data.join("plugstore.db").display()),
+            1,
+        )
+        .await
+        .unwrap();
+        sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
     };
     assert_eq!(journal, "wal");
 
     // Create the first admin with the subcommand, then sign in through the running server.
     let mut create = command(dir.path())
-        .args(["admin", "create-user", "--username", "root-admin", "--email", "root@example.org", "--role", "admin"])
+        .args([
+            "admin",
+            "create-user",
+            "--username",
+            "root-admin",
+            "--email",
+            "root@example.org",
+            "--role",
+            "admin",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    create.stdin.take().unwrap().write_all(b"a very long admin password\n").unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a very long admin password\n")
+        .unwrap();
     let created = create.wait_with_output().unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
     let login = client
         .post(format!("{url}/api/v1/auth/login"))
         .json(&serde_json::json!({"username": "root-admin", "password": "a very long admin password"}))
@@ -100,14 +150,34 @@ async fn one_command_store_starts_with_defaults_and_shuts_down_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
-    let token = login.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
-    let users = client.get(format!("{url}/api/v1/admin/users")).bearer_auth(&token).send().await.unwrap();
+    let token = login.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let users = client
+        .get(format!("{url}/api/v1/admin/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(users.status(), 200);
 
     // A rotation by the operator command is picked up by the running server (within 30 s).
-    let rotated = command(dir.path()).args(["admin", "rotate-jwt-key"]).output().unwrap();
+    let rotated = command(dir.path())
+        .args(["admin", "rotate-jwt-key"])
+        .output()
+        .unwrap();
     assert!(rotated.status.success());
-    assert_eq!(client.get(format!("{url}/api/v1/me")).bearer_auth(&token).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(format!("{url}/api/v1/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // SIGTERM: the server drains and exits successfully.
     sigterm(&server.child);
@@ -116,34 +186,77 @@ async fn one_command_store_starts_with_defaults_and_shuts_down_on_sigterm() {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
     let mut stdout = String::new();
     std::io::Read::read_to_string(server.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    assert!(stdout.contains(&format!("plugstore is running at {url}")), "{stdout}");
-    assert!(stdout.contains("admin create-user"), "the first start explains how to create an admin: {stdout}");
+    assert!(
+        stdout.contains(&format!("plugstore is running at {url}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("admin create-user"),
+        "the first start explains how to create an admin: {stdout}"
+    );
 }
 
 #[test]
 fn config_show_prints_sources_and_masks_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("store.toml"), "[http]\nrequest_timeout_secs = 12\n").unwrap();
+    std::fs::write(
+        dir.path().join("store.toml"),
+        "[http]\nrequest_timeout_secs = 12\n",
+    )
+    .unwrap();
     let output = command(dir.path())
-        .args(["--config", "store.toml", "--bind", "127.0.0.1:9999", "config", "show"])
+        .args([
+            "--config",
+            "store.toml",
+            "--bind",
+            "127.0.0.1:9999",
+            "config",
+            "show",
+        ])
         .env("PLUGSTORE_BLOBS_S3_SECRET_ACCESS_KEY", "do-not-print-me")
-        .env("PLUGSTORE_DATABASE_URL", "postgres://app:hunter2@db.internal/plugstore")
+        .env(
+            "PLUGSTORE_DATABASE_URL",
+            "postgres://app:hunter2@db.internal/plugstore",
+        )
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let shown = String::from_utf8(output.stdout).unwrap();
-    assert!(shown.contains("http.request_timeout_secs = 12  # file store.toml"), "{shown}");
-    assert!(shown.contains("http.bind = \"127.0.0.1:9999\"  # flag --bind"), "{shown}");
-    assert!(shown.contains("# env PLUGSTORE_BLOBS_S3_SECRET_ACCESS_KEY"), "{shown}");
-    assert!(!shown.contains("do-not-print-me") && !shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains("http.request_timeout_secs = 12  # file store.toml"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("http.bind = \"127.0.0.1:9999\"  # flag --bind"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("# env PLUGSTORE_BLOBS_S3_SECRET_ACCESS_KEY"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("do-not-print-me") && !shown.contains("hunter2"),
+        "{shown}"
+    );
 
-    let bad = command(dir.path()).args(["config", "show"]).env("PLUGSTORE_HTTP_BIN", "x").output().unwrap();
+    let bad = command(dir.path())
+        .args(["config", "show"])
+        .env("PLUGSTORE_HTTP_BIN", "x")
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("PLUGSTORE_HTTP_BIN"));
 }
@@ -151,8 +264,15 @@ fn config_show_prints_sources_and_masks_secrets() {
 #[test]
 fn migrate_subcommand_prepares_an_empty_database() {
     let dir = tempfile::tempdir().unwrap();
-    let output = command(dir.path()).args(["--data-dir", "state", "migrate"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = command(dir.path())
+        .args(["--data-dir", "state", "migrate"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("up to date (sqlite)"));
     assert!(dir.path().join("state/plugstore.db").exists());
 }
@@ -164,11 +284,15 @@ async fn tls_termination_serves_https_to_a_rustls_client() {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "plugstore test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "plugstore test CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let server_key = rcgen::KeyPair::generate().unwrap();
-    let server_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let server_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
     let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
     std::fs::write(dir.path().join("cert.pem"), server_cert.pem()).unwrap();
     std::fs::write(dir.path().join("key.pem"), server_key.serialize_pem()).unwrap();
@@ -193,10 +317,26 @@ async fn tls_termination_serves_https_to_a_rustls_client() {
     wait_ready(&client, &url).await;
     let response = client.get(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers().get("strict-transport-security").is_some());
+    assert!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .is_some()
+    );
     // A client that does not trust the CA is refused by its own verification.
     let untrusting = reqwest::Client::builder().use_rustls_tls().build().unwrap();
-    assert!(untrusting.get(format!("{url}/healthz")).send().await.is_err());
+    assert!(
+        untrusting
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
     // Plain HTTP to the TLS port gets nothing useful.
-    assert!(reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.map(|r| r.status() != 200).unwrap_or(true));
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+    );
 }

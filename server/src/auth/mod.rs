@@ -250,12 +250,11 @@ impl Caller {
             publisher_id: Some(limit),
             ..
         } = &me.credential
+            && *limit != access.id
         {
-            if *limit != access.id {
-                return Err(ApiError::forbidden(
-                    "this API token is limited to another publisher",
-                ));
-            }
+            return Err(ApiError::forbidden(
+                "this API token is limited to another publisher",
+            ));
         }
         let is_admin_session =
             me.role == Role::Admin && matches!(me.credential, Credential::Session { .. });

@@ -26,7 +26,8 @@ fn valid_claims(app: &TestApp, user_id: i64, sid: &str) -> AccessClaims {
 /// The session id (`sid` claim) of an access token, read without verification.
 fn sid_of(token: &str) -> String {
     let payload = token.split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     claims["sid"].as_str().unwrap().to_owned()
 }
 
@@ -36,7 +37,12 @@ fn b64(value: &serde_json::Value) -> String {
 
 async fn assert_refused(app: &TestApp, token: &str, what: &str) {
     let response = app.get("/api/v1/me", Some(token)).await;
-    assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{what} was accepted: {}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status,
+        StatusCode::UNAUTHORIZED,
+        "{what} was accepted: {}",
+        String::from_utf8_lossy(&response.body)
+    );
     assert_eq!(response.problem_type(), "/problems/unauthorized", "{what}");
 }
 
@@ -207,10 +213,19 @@ both_stacks! {
 
 #[tokio::test]
 async fn login_is_rate_limited_with_retry_after() {
-    let app = TestApp::start_with(crate::harness::Stack::Embedded, |s| s.rate_limits.login_per_minute = 3).await.unwrap();
+    let app = TestApp::start_with(crate::harness::Stack::Embedded, |s| {
+        s.rate_limits.login_per_minute = 3
+    })
+    .await
+    .unwrap();
     let body = json!({"username": "nobody", "password": "whatever-password"});
     for _ in 0..3 {
-        assert_eq!(app.post("/api/v1/auth/login", None, body.clone()).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.post("/api/v1/auth/login", None, body.clone())
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let limited = app.post("/api/v1/auth/login", None, body).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
@@ -229,10 +244,26 @@ async fn registration_and_token_creation_are_rate_limited() {
     .unwrap();
     let alice = app.signup("alice").await;
     app.signup("bob").await;
-    let third = app.post("/api/v1/auth/register", None, json!({"username": "carol", "email": "c@example.org", "password": PASSWORD})).await;
+    let third = app
+        .post(
+            "/api/v1/auth/register",
+            None,
+            json!({"username": "carol", "email": "c@example.org", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(third.header("retry-after").is_some());
     let body = json!({"name": "ci", "scopes": ["publish"]});
-    assert_eq!(app.post("/api/v1/tokens", Some(&alice.access), body.clone()).await.status, StatusCode::CREATED);
-    assert_eq!(app.post("/api/v1/tokens", Some(&alice.access), body).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.post("/api/v1/tokens", Some(&alice.access), body.clone())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.post("/api/v1/tokens", Some(&alice.access), body)
+            .await
+            .status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }

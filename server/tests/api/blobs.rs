@@ -70,19 +70,40 @@ both_stacks! {
 
 #[tokio::test]
 async fn blobs_redirect_to_the_cdn_when_configured() {
-    let app = TestApp::start_with(Stack::Embedded, |s| s.blobs.cdn_base_url = "https://cdn.example.net/store/".into()).await.unwrap();
+    let app = TestApp::start_with(Stack::Embedded, |s| {
+        s.blobs.cdn_base_url = "https://cdn.example.net/store/".into()
+    })
+    .await
+    .unwrap();
     let hex = "b".repeat(64);
     let response = app.get(&format!("/blobs/sha256/{hex}"), None).await;
     assert_eq!(response.status, StatusCode::FOUND);
-    assert_eq!(response.header("location"), Some(format!("https://cdn.example.net/store/blobs/sha256/{hex}").as_str()));
-    assert_eq!(response.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    assert_eq!(
+        response.header("location"),
+        Some(format!("https://cdn.example.net/store/blobs/sha256/{hex}").as_str())
+    );
+    assert_eq!(
+        response.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
 }
 
 #[tokio::test]
 async fn blobs_redirect_to_presigned_s3_urls_when_configured() {
-    let Some(app) = TestApp::start_with(Stack::Scaled, |s| s.blobs.s3.presign_downloads = true).await else { return };
-    let stored = app.app.blobs.put(&mut &b"presigned bytes"[..], None, None).await.unwrap();
-    let response = app.get(&format!("/blobs/sha256/{}", stored.digest.to_hex()), None).await;
+    let Some(app) =
+        TestApp::start_with(Stack::Scaled, |s| s.blobs.s3.presign_downloads = true).await
+    else {
+        return;
+    };
+    let stored = app
+        .app
+        .blobs
+        .put(&mut &b"presigned bytes"[..], None, None)
+        .await
+        .unwrap();
+    let response = app
+        .get(&format!("/blobs/sha256/{}", stored.digest.to_hex()), None)
+        .await;
     assert_eq!(response.status, StatusCode::FOUND);
     assert_eq!(response.header("cache-control"), Some("private, no-store"));
     let location = response.header("location").unwrap().to_owned();

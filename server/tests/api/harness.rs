@@ -51,13 +51,16 @@ macro_rules! both_stacks {
 pub fn scaled_services() -> Result<(String, S3Settings), String> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let pg = var("PLUGSTORE_TEST_POSTGRES_URL").ok_or("PLUGSTORE_TEST_POSTGRES_URL is not set")?;
-    let endpoint = var("PLUGSTORE_TEST_S3_ENDPOINT").ok_or("PLUGSTORE_TEST_S3_ENDPOINT is not set")?;
+    let endpoint =
+        var("PLUGSTORE_TEST_S3_ENDPOINT").ok_or("PLUGSTORE_TEST_S3_ENDPOINT is not set")?;
     let s3 = S3Settings {
         endpoint,
         bucket: var("PLUGSTORE_TEST_S3_BUCKET").unwrap_or_else(|| "plugstore-test".into()),
         region: var("PLUGSTORE_TEST_S3_REGION").unwrap_or_else(|| "garage".into()),
-        access_key_id: var("PLUGSTORE_TEST_S3_ACCESS_KEY_ID").ok_or("PLUGSTORE_TEST_S3_ACCESS_KEY_ID is not set")?,
-        secret_access_key: var("PLUGSTORE_TEST_S3_SECRET_ACCESS_KEY").ok_or("PLUGSTORE_TEST_S3_SECRET_ACCESS_KEY is not set")?,
+        access_key_id: var("PLUGSTORE_TEST_S3_ACCESS_KEY_ID")
+            .ok_or("PLUGSTORE_TEST_S3_ACCESS_KEY_ID is not set")?,
+        secret_access_key: var("PLUGSTORE_TEST_S3_SECRET_ACCESS_KEY")
+            .ok_or("PLUGSTORE_TEST_S3_SECRET_ACCESS_KEY is not set")?,
         force_path_style: true,
         prefix: format!("t-{}/", uuid::Uuid::new_v4().simple()),
         ..S3Settings::default()
@@ -68,7 +71,9 @@ pub fn scaled_services() -> Result<(String, S3Settings), String> {
 /// Skips (returns None) or fails, per `PLUGSTORE_REQUIRE_SERVICES`.
 pub fn skip_or_fail(why: &str) -> Option<std::convert::Infallible> {
     if std::env::var("PLUGSTORE_REQUIRE_SERVICES").as_deref() == Ok("1") {
-        panic!("PLUGSTORE_REQUIRE_SERVICES=1 but a service is missing: {why}. Run the tests through scripts/test.");
+        panic!(
+            "PLUGSTORE_REQUIRE_SERVICES=1 but a service is missing: {why}. Run the tests through scripts/test."
+        );
     }
     eprintln!("skipping scaled-stack test: {why} (scripts/test provisions PostgreSQL and Garage)");
     None
@@ -83,15 +88,26 @@ struct TempPgDatabase {
 impl TempPgDatabase {
     async fn create(admin_url: &str) -> (Self, String) {
         let name = format!("plugstore_t_{}", uuid::Uuid::new_v4().simple());
-        let admin = Database::connect(admin_url, 1).await.expect("connect to PLUGSTORE_TEST_POSTGRES_URL");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin.pool).await.expect("create test database");
+        let admin = Database::connect(admin_url, 1)
+            .await
+            .expect("connect to PLUGSTORE_TEST_POSTGRES_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin.pool)
+            .await
+            .expect("create test database");
         admin.pool.close().await;
         let base = admin_url.split('?').next().unwrap_or(admin_url);
         let url = match base.rfind('/') {
             Some(i) if i > "postgres://".len() => format!("{}/{name}", &base[..i]),
             _ => format!("{base}/{name}"),
         };
-        (Self { admin_url: admin_url.to_owned(), name }, url)
+        (
+            Self {
+                admin_url: admin_url.to_owned(),
+                name,
+            },
+            url,
+        )
     }
 }
 
@@ -100,10 +116,15 @@ impl Drop for TempPgDatabase {
         let (url, name) = (self.admin_url.clone(), self.name.clone());
         // Drop runs inside the test's runtime; a separate thread with its own runtime can block.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async {
                 if let Ok(db) = Database::connect(&url, 1).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&db.pool).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&db.pool)
+                        .await;
                 }
             });
         })
@@ -130,13 +151,20 @@ pub struct TestResponse {
 
 impl TestResponse {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     /// The problem `type` of an error response.
     pub fn problem_type(&self) -> String {
         assert_eq!(
-            self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            self.headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
             Some("application/problem+json"),
             "not a problem response: {} {}",
             self.status,
@@ -201,25 +229,44 @@ impl TestApp {
             pg = Some(temp);
         }
         adjust(&mut settings);
-        let db = Database::connect(&settings.database.url, 5).await.expect("database");
+        let db = Database::connect(&settings.database.url, 5)
+            .await
+            .expect("database");
         db.migrate().await.expect("migrations");
         let store: Arc<dyn blobs::BlobStore> = match settings.blobs.backend {
-            BlobBackend::Disk => blobs::open_disk(std::path::Path::new(&settings.blobs.dir)).await.expect("disk store"),
+            BlobBackend::Disk => blobs::open_disk(std::path::Path::new(&settings.blobs.dir))
+                .await
+                .expect("disk store"),
             BlobBackend::S3 => blobs::open_s3(&settings.blobs.s3).await.expect("s3 store"),
         };
         let app = AppState::assemble(settings, db, store).expect("app");
-        let router = router::build(app.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        Some(Self { app, stack, router, dir, _pg: pg })
+        let router = router::build(app.clone())
+            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        Some(Self {
+            app,
+            stack,
+            router,
+            dir,
+            _pg: pg,
+        })
     }
 
     /// Sends a request; `body` is sent as JSON.
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> TestResponse {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> TestResponse {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
         let request = match body {
-            Some(json) => request.header("content-type", "application/json").body(Body::from(json.to_string())),
+            Some(json) => request
+                .header("content-type", "application/json")
+                .body(Body::from(json.to_string())),
             None => request.body(Body::empty()),
         }
         .expect("request");
@@ -228,10 +275,19 @@ impl TestApp {
 
     /// Sends a prepared request.
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self.router.clone().oneshot(request).await.expect("infallible");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
         let (parts, body) = response.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX).await.expect("body");
-        TestResponse { status: parts.status, headers: parts.headers, body }
+        TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
@@ -247,38 +303,80 @@ impl TestApp {
         let registered = self
             .post("/api/v1/auth/register", None, serde_json::json!({"username": username, "email": format!("{username}@example.org"), "password": PASSWORD}))
             .await;
-        assert_eq!(registered.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&registered.body));
+        assert_eq!(
+            registered.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&registered.body)
+        );
         self.login(username).await
     }
 
     pub async fn login(&self, username: &str) -> TestUser {
-        let login = self.post("/api/v1/auth/login", None, serde_json::json!({"username": username, "password": PASSWORD})).await;
-        assert_eq!(login.status, StatusCode::OK, "{}", String::from_utf8_lossy(&login.body));
+        let login = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                serde_json::json!({"username": username, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(
+            login.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&login.body)
+        );
         let tokens = login.json();
-        let me = self.get("/api/v1/me", tokens["access_token"].as_str()).await.json();
+        let me = self
+            .get("/api/v1/me", tokens["access_token"].as_str())
+            .await
+            .json();
         TestUser {
             id: me["id"].as_i64().expect("id"),
             username: username.to_owned(),
             access: tokens["access_token"].as_str().expect("access").to_owned(),
-            refresh: tokens["refresh_token"].as_str().expect("refresh").to_owned(),
+            refresh: tokens["refresh_token"]
+                .as_str()
+                .expect("refresh")
+                .to_owned(),
         }
     }
 
     /// Gives a user a store-wide role directly in the database.
     pub async fn set_role(&self, user: &TestUser, role: &str) {
-        sqlx::query("UPDATE users SET role = $1 WHERE id = $2").bind(role).bind(user.id).execute(&self.app.db.pool).await.expect("set role");
+        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
+            .bind(role)
+            .bind(user.id)
+            .execute(&self.app.db.pool)
+            .await
+            .expect("set role");
     }
 
     /// Creates a publisher owned by `owner`.
     pub async fn publisher(&self, owner: &TestUser, name: &str) {
-        let created = self.post("/api/v1/publishers", Some(&owner.access), serde_json::json!({"name": name})).await;
-        assert_eq!(created.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&created.body));
+        let created = self
+            .post(
+                "/api/v1/publishers",
+                Some(&owner.access),
+                serde_json::json!({"name": name}),
+            )
+            .await;
+        assert_eq!(
+            created.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&created.body)
+        );
     }
 
     /// Inserts a plugin with versions directly (publishing arrives with signed packages).
     pub async fn seed_plugin(&self, publisher: &str, name: &str, versions: &[(&str, &str)]) -> i64 {
         let now = plugstore_server::db::now();
-        let publisher_id: i64 = sqlx::query_scalar("SELECT id FROM publishers WHERE name = $1").bind(publisher).fetch_one(&self.app.db.pool).await.expect("publisher");
+        let publisher_id: i64 = sqlx::query_scalar("SELECT id FROM publishers WHERE name = $1")
+            .bind(publisher)
+            .fetch_one(&self.app.db.pool)
+            .await
+            .expect("publisher");
         let plugin_id: i64 = sqlx::query_scalar("INSERT INTO plugins (publisher_id, name, description, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) RETURNING id")
             .bind(publisher_id)
             .bind(name)

@@ -4,9 +4,9 @@
 mod harness;
 
 mod auth;
+mod blobs;
+mod hygiene;
 mod matrix;
 mod plugins;
 mod publishers;
 mod tokens;
-mod blobs;
-mod hygiene;

@@ -10,7 +10,14 @@ use serde_json::Value;
 use crate::both_stacks;
 use crate::harness::{PASSWORD, TestApp};
 
-const CALLERS: [&str; 6] = ["anonymous", "stranger", "maintainer", "owner", "reviewer", "admin"];
+const CALLERS: [&str; 6] = [
+    "anonymous",
+    "stranger",
+    "maintainer",
+    "owner",
+    "reviewer",
+    "admin",
+];
 
 struct Row {
     method: Method,
@@ -25,42 +32,192 @@ struct Row {
     expect: [u16; 6],
 }
 
-fn row(method: Method, template: &'static str, path: &'static str, body: Option<&'static str>, expect: [u16; 6]) -> Row {
-    Row { method, template, path, body, expect }
+fn row(
+    method: Method,
+    template: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    expect: [u16; 6],
+) -> Row {
+    Row {
+        method,
+        template,
+        path,
+        body,
+        expect,
+    }
 }
 
 fn rows() -> Vec<Row> {
     use Method as M;
     let public = [200; 6];
     vec![
-        row(M::POST, "/api/v1/auth/register", "/api/v1/auth/register", Some(r#"{"username":"new{i}","email":"new{i}@example.org","password":"{password}"}"#), [201; 6]),
-        row(M::POST, "/api/v1/auth/login", "/api/v1/auth/login", Some(r#"{"username":"stranger","password":"{password}"}"#), public),
-        row(M::POST, "/api/v1/auth/refresh", "/api/v1/auth/refresh", Some(r#"{"refresh_token":"{refresh}"}"#), public),
-        row(M::GET, "/api/v1/me", "/api/v1/me", None, [401, 200, 200, 200, 200, 200]),
-        row(M::POST, "/api/v1/tokens", "/api/v1/tokens", Some(r#"{"name":"ci","scopes":["publish"]}"#), [401, 201, 201, 201, 201, 201]),
-        row(M::GET, "/api/v1/tokens", "/api/v1/tokens", None, [401, 200, 200, 200, 200, 200]),
-        row(M::DELETE, "/api/v1/tokens/{id}", "/api/v1/tokens/{token}", None, [401, 204, 204, 204, 204, 204]),
-        row(M::POST, "/api/v1/publishers", "/api/v1/publishers", Some(r#"{"name":"pub{i}"}"#), [401, 201, 201, 201, 201, 201]),
-        row(M::GET, "/api/v1/publishers", "/api/v1/publishers", None, public),
-        row(M::GET, "/api/v1/publishers/{publisher}", "/api/v1/publishers/acme", None, public),
-        row(M::GET, "/api/v1/publishers/{publisher}/members", "/api/v1/publishers/acme/members", None, public),
-        row(M::PUT, "/api/v1/publishers/{publisher}/members/{username}", "/api/v1/publishers/acme/members/target{i}", Some(r#"{"role":"maintainer"}"#), [401, 403, 403, 200, 403, 200]),
-        row(M::DELETE, "/api/v1/publishers/{publisher}/members/{username}", "/api/v1/publishers/acme/members/target{i}", None, [401, 403, 403, 204, 403, 204]),
-        row(M::GET, "/api/v1/plugins", "/api/v1/plugins?q=widget", None, public),
-        row(M::GET, "/api/v1/plugins/{publisher}/{name}", "/api/v1/plugins/acme/widget", None, public),
-        row(M::GET, "/api/v1/plugins/{publisher}/{name}/versions", "/api/v1/plugins/acme/widget/versions", None, public),
+        row(
+            M::POST,
+            "/api/v1/auth/register",
+            "/api/v1/auth/register",
+            Some(r#"{"username":"new{i}","email":"new{i}@example.org","password":"{password}"}"#),
+            [201; 6],
+        ),
+        row(
+            M::POST,
+            "/api/v1/auth/login",
+            "/api/v1/auth/login",
+            Some(r#"{"username":"stranger","password":"{password}"}"#),
+            public,
+        ),
+        row(
+            M::POST,
+            "/api/v1/auth/refresh",
+            "/api/v1/auth/refresh",
+            Some(r#"{"refresh_token":"{refresh}"}"#),
+            public,
+        ),
+        row(
+            M::GET,
+            "/api/v1/me",
+            "/api/v1/me",
+            None,
+            [401, 200, 200, 200, 200, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/tokens",
+            "/api/v1/tokens",
+            Some(r#"{"name":"ci","scopes":["publish"]}"#),
+            [401, 201, 201, 201, 201, 201],
+        ),
+        row(
+            M::GET,
+            "/api/v1/tokens",
+            "/api/v1/tokens",
+            None,
+            [401, 200, 200, 200, 200, 200],
+        ),
+        row(
+            M::DELETE,
+            "/api/v1/tokens/{id}",
+            "/api/v1/tokens/{token}",
+            None,
+            [401, 204, 204, 204, 204, 204],
+        ),
+        row(
+            M::POST,
+            "/api/v1/publishers",
+            "/api/v1/publishers",
+            Some(r#"{"name":"pub{i}"}"#),
+            [401, 201, 201, 201, 201, 201],
+        ),
+        row(
+            M::GET,
+            "/api/v1/publishers",
+            "/api/v1/publishers",
+            None,
+            public,
+        ),
+        row(
+            M::GET,
+            "/api/v1/publishers/{publisher}",
+            "/api/v1/publishers/acme",
+            None,
+            public,
+        ),
+        row(
+            M::GET,
+            "/api/v1/publishers/{publisher}/members",
+            "/api/v1/publishers/acme/members",
+            None,
+            public,
+        ),
+        row(
+            M::PUT,
+            "/api/v1/publishers/{publisher}/members/{username}",
+            "/api/v1/publishers/acme/members/target{i}",
+            Some(r#"{"role":"maintainer"}"#),
+            [401, 403, 403, 200, 403, 200],
+        ),
+        row(
+            M::DELETE,
+            "/api/v1/publishers/{publisher}/members/{username}",
+            "/api/v1/publishers/acme/members/target{i}",
+            None,
+            [401, 403, 403, 204, 403, 204],
+        ),
+        row(
+            M::GET,
+            "/api/v1/plugins",
+            "/api/v1/plugins?q=widget",
+            None,
+            public,
+        ),
+        row(
+            M::GET,
+            "/api/v1/plugins/{publisher}/{name}",
+            "/api/v1/plugins/acme/widget",
+            None,
+            public,
+        ),
+        row(
+            M::GET,
+            "/api/v1/plugins/{publisher}/{name}/versions",
+            "/api/v1/plugins/acme/widget/versions",
+            None,
+            public,
+        ),
         // A version waiting for review is visible to its publisher and to moderators only.
-        row(M::GET, "/api/v1/plugins/{publisher}/{name}/versions/{version}", "/api/v1/plugins/acme/widget/versions/1.1.0", None, [404, 404, 200, 200, 200, 200]),
-        row(M::GET, "/api/v1/admin/users", "/api/v1/admin/users", None, [401, 403, 403, 403, 403, 200]),
-        row(M::PATCH, "/api/v1/admin/users/{username}", "/api/v1/admin/users/target{i}", Some(r#"{"role":"reviewer"}"#), [401, 403, 403, 403, 403, 200]),
-        row(M::DELETE, "/api/v1/admin/users/{username}", "/api/v1/admin/users/victim{i}", None, [401, 403, 403, 403, 403, 204]),
-        row(M::GET, "/blobs/sha256/{hex}", "/blobs/sha256/{blob}", None, public),
+        row(
+            M::GET,
+            "/api/v1/plugins/{publisher}/{name}/versions/{version}",
+            "/api/v1/plugins/acme/widget/versions/1.1.0",
+            None,
+            [404, 404, 200, 200, 200, 200],
+        ),
+        row(
+            M::GET,
+            "/api/v1/admin/users",
+            "/api/v1/admin/users",
+            None,
+            [401, 403, 403, 403, 403, 200],
+        ),
+        row(
+            M::PATCH,
+            "/api/v1/admin/users/{username}",
+            "/api/v1/admin/users/target{i}",
+            Some(r#"{"role":"reviewer"}"#),
+            [401, 403, 403, 403, 403, 200],
+        ),
+        row(
+            M::DELETE,
+            "/api/v1/admin/users/{username}",
+            "/api/v1/admin/users/victim{i}",
+            None,
+            [401, 403, 403, 403, 403, 204],
+        ),
+        row(
+            M::GET,
+            "/blobs/sha256/{hex}",
+            "/blobs/sha256/{blob}",
+            None,
+            public,
+        ),
         row(M::GET, "/healthz", "/healthz", None, public),
         row(M::GET, "/readyz", "/readyz", None, public),
         row(M::GET, "/metrics", "/metrics", None, public),
-        row(M::GET, "/.well-known/jwks.json", "/.well-known/jwks.json", None, public),
+        row(
+            M::GET,
+            "/.well-known/jwks.json",
+            "/.well-known/jwks.json",
+            None,
+            public,
+        ),
         // Last: it ends the caller's session.
-        row(M::POST, "/api/v1/auth/logout", "/api/v1/auth/logout", None, [401, 204, 204, 204, 204, 204]),
+        row(
+            M::POST,
+            "/api/v1/auth/logout",
+            "/api/v1/auth/logout",
+            None,
+            [401, 204, 204, 204, 204, 204],
+        ),
     ]
 }
 
@@ -73,11 +230,20 @@ fn every_documented_operation_has_a_matrix_row() {
             documented.insert((method.to_uppercase(), path.clone()));
         }
     }
-    let covered: BTreeSet<_> = rows().iter().map(|r| (r.method.to_string(), r.template.to_owned())).collect();
+    let covered: BTreeSet<_> = rows()
+        .iter()
+        .map(|r| (r.method.to_string(), r.template.to_owned()))
+        .collect();
     let missing: Vec<_> = documented.difference(&covered).collect();
-    assert!(missing.is_empty(), "endpoints without a row in the authorization matrix: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "endpoints without a row in the authorization matrix: {missing:?}"
+    );
     let stale: Vec<_> = covered.difference(&documented).collect();
-    assert!(stale.is_empty(), "matrix rows for endpoints that do not exist: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "matrix rows for endpoints that do not exist: {stale:?}"
+    );
 }
 
 both_stacks! {
