@@ -135,7 +135,6 @@ impl Drop for TempPgDatabase {
 /// A running store for one test.
 pub struct TestApp {
     pub app: AppState,
-    pub stack: Stack,
     router: Router,
     pub dir: tempfile::TempDir,
     _pg: Option<TempPgDatabase>,
@@ -182,7 +181,6 @@ impl TestResponse {
 #[derive(Debug, Clone)]
 pub struct TestUser {
     pub id: i64,
-    pub username: String,
     pub access: String,
     pub refresh: String,
 }
@@ -192,8 +190,10 @@ pub const PASSWORD: &str = "correct horse battery staple";
 impl TestApp {
     /// Default test settings: everything under a temp dir, generous rate limits.
     pub fn settings(dir: &std::path::Path) -> Settings {
-        let mut settings = Settings::default();
-        settings.data_dir = dir.to_owned();
+        let mut settings = Settings {
+            data_dir: dir.to_owned(),
+            ..Settings::default()
+        };
         settings.database.url = format!("sqlite://{}/plugstore.db", dir.display());
         settings.blobs.dir = dir.join("blobs").display().to_string();
         settings.auth.jwt_keys_dir = dir.join("keys/jwt").display().to_string();
@@ -244,7 +244,6 @@ impl TestApp {
             .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
         Some(Self {
             app,
-            stack,
             router,
             dir,
             _pg: pg,
@@ -333,7 +332,6 @@ impl TestApp {
             .json();
         TestUser {
             id: me["id"].as_i64().expect("id"),
-            username: username.to_owned(),
             access: tokens["access_token"].as_str().expect("access").to_owned(),
             refresh: tokens["refresh_token"]
                 .as_str()

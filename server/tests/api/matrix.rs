@@ -8,7 +8,7 @@ use axum::http::Method;
 use serde_json::Value;
 
 use crate::both_stacks;
-use crate::harness::{PASSWORD, TestApp};
+use crate::harness::PASSWORD;
 
 const CALLERS: [&str; 6] = [
     "anonymous",
