@@ -272,6 +272,8 @@ pub struct LoadedSettings {
     pub settings: Settings,
     /// Origin of each dotted key.
     pub sources: BTreeMap<String, Source>,
+    /// Things worth telling the operator (unknown `PLUGSTORE_*` variables).
+    pub warnings: Vec<String>,
 }
 
 /// A command-line override: dotted key, raw value, and the flag's name for `config show`.
@@ -311,8 +313,19 @@ impl Settings {
             flatten("", &toml::Value::Table(value), &mut from_file);
             for (key, value) in from_file {
                 let source = Source::File(path.into());
-                if !flat.contains_key(&key) {
+                let Some(template) = flat.get(&key) else {
                     return Err(ConfigError::UnknownKey {
+                        key,
+                        origin: source,
+                    });
+                };
+                if template.type_str() != value.type_str() {
+                    return Err(ConfigError::InvalidValue {
+                        reason: format!(
+                            "expected {}, got {}",
+                            template.type_str(),
+                            value.type_str()
+                        ),
                         key,
                         origin: source,
                     });
@@ -324,6 +337,7 @@ impl Settings {
 
         let env_names: BTreeMap<String, String> =
             flat.keys().map(|k| (env_name(k), k.clone())).collect();
+        let mut warnings = Vec::new();
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix("PLUGSTORE_") else {
                 continue;
@@ -334,10 +348,12 @@ impl Settings {
             }
             let source = Source::Env(name.clone());
             let Some(key) = env_names.get(&name) else {
-                return Err(ConfigError::UnknownKey {
-                    key: name,
-                    origin: source,
-                });
+                // The environment is shared with other tools, so an unknown name is worth a
+                // warning (it may be a typo) but not a refusal to start.
+                warnings.push(format!(
+                    "ignoring {name}: no setting has that name (see `plugstore-server config show`)"
+                ));
+                continue;
             };
             let value =
                 parse_like(&flat[key], &raw).map_err(|reason| ConfigError::InvalidValue {
@@ -377,8 +393,12 @@ impl Settings {
                     reason: e.to_string(),
                 })?;
         settings.derive_defaults(&mut sources);
-        settings.validate()?;
-        Ok(LoadedSettings { settings, sources })
+        settings.validate(&sources)?;
+        Ok(LoadedSettings {
+            settings,
+            sources,
+            warnings,
+        })
     }
 
     /// Fills the values that depend on others, marking them as derived.
@@ -414,10 +434,10 @@ impl Settings {
         derive("auth.issuer", &mut self.auth.issuer, issuer);
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self, sources: &BTreeMap<String, Source>) -> Result<(), ConfigError> {
         let bad = |key: &str, reason: &str| ConfigError::InvalidValue {
             key: key.into(),
-            origin: Source::Default,
+            origin: sources.get(key).cloned().unwrap_or(Source::Default),
             reason: reason.into(),
         };
         self.http
@@ -451,6 +471,21 @@ impl Settings {
         }
         if self.log.format != "text" && self.log.format != "json" {
             return Err(bad("log.format", "expected `text` or `json`"));
+        }
+        // S3 refuses presigned URLs valid for longer than a week.
+        if self.blobs.presign_ttl_secs == 0 || self.blobs.presign_ttl_secs > 7 * 24 * 3600 {
+            return Err(bad(
+                "blobs.presign_ttl_secs",
+                "must be between 1 second and 7 days",
+            ));
+        }
+        if self.auth.api_token_default_ttl_days == 0
+            || self.auth.api_token_default_ttl_days > self.auth.api_token_max_ttl_days
+        {
+            return Err(bad(
+                "auth.api_token_default_ttl_days",
+                "must be at least 1 and at most auth.api_token_max_ttl_days",
+            ));
         }
         Ok(())
     }
@@ -632,8 +667,12 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_what_to_fix() {
-        let err = Settings::load(None, env(&[("PLUGSTORE_HTTP_BINDD", "x")]), vec![]).unwrap_err();
-        assert!(err.to_string().contains("PLUGSTORE_HTTP_BINDD"), "{err}");
+        let loaded = Settings::load(None, env(&[("PLUGSTORE_HTTP_BINDD", "x")]), vec![]).unwrap();
+        assert!(
+            loaded.warnings[0].contains("PLUGSTORE_HTTP_BINDD"),
+            "{:?}",
+            loaded.warnings
+        );
         let err = Settings::load(
             None,
             env(&[("PLUGSTORE_HTTP_REQUEST_TIMEOUT_SECS", "soon")]),
@@ -652,7 +691,18 @@ mod tests {
         assert!(err.to_string().contains("htp.bind"), "{err}");
         let err =
             Settings::load(None, env(&[("PLUGSTORE_HTTP_BIND", "localhost")]), vec![]).unwrap_err();
-        assert!(err.to_string().contains("http.bind"), "{err}");
+        assert!(
+            err.to_string().contains("http.bind")
+                && err.to_string().contains("env PLUGSTORE_HTTP_BIND"),
+            "{err}"
+        );
+        std::fs::write(&file, "[http]\nrequest_timeout_secs = \"soon\"\n").unwrap();
+        let err = Settings::load(Some(&file), env(&[]), vec![]).unwrap_err();
+        assert!(
+            err.to_string().contains("http.request_timeout_secs")
+                && err.to_string().contains("c.toml"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -86,11 +86,7 @@ impl Database {
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
             let path = path.split('?').next().unwrap_or_default().to_owned();
-            if let Some(dir) = std::path::Path::new(&path).parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir)?;
-            }
+            create_private_database_file(std::path::Path::new(&path))?;
             if !url.contains('?') {
                 url.push_str("?mode=rwc");
             }
@@ -143,6 +139,38 @@ impl FromStr for Engine {
     type Err = DatabaseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::from_url(s).ok_or(DatabaseError::UnsupportedUrl)
+    }
+}
+
+/// Creates the SQLite file (and its directory) readable by the owner only before SQLite opens
+/// it: it holds password and token hashes. SQLite gives its `-wal` and `-shm` files the same
+/// permissions as the database file.
+fn create_private_database_file(path: &std::path::Path) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") || path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -279,6 +279,13 @@ pub fn problem_response(
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    if kind.status() == StatusCode::UNAUTHORIZED {
+        // RFC 9110 §11.6.1: a 401 names the scheme the client should use.
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"plugstore\""),
+        );
+    }
     if let Some(secs) = retry_after {
         response
             .headers_mut()

@@ -49,21 +49,23 @@ pub fn docs_csp() -> SetResponseHeaderLayer<HeaderValue> {
 pub fn common_layers(router: Router<AppState>, app: AppState) -> Router<AppState> {
     let settings = &app.settings;
     let timeout = Duration::from_secs(settings.http.request_timeout_secs.max(1));
+    // Innermost first: a panic becomes a 500 and a slow handler a 408 before
+    // `finish_problems` turns both into problem documents and `track` counts them.
     let mut router = router
-        .layer(middleware::from_fn_with_state(
-            app.clone(),
-            crate::metrics::track,
-        ))
-        .layer(middleware::from_fn(finish_problems))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
                 tracing::error!("handler panicked");
                 problem_response(ProblemKind::Internal, None, None)
             },
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(middleware::from_fn(finish_problems))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::metrics::track,
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -123,6 +125,8 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 header::RANGE,
+                header::IF_RANGE,
+                REQUEST_ID,
                 header::IF_NONE_MATCH,
             ])
             .expose_headers([

@@ -113,6 +113,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let loaded = load_settings(&cli)?;
     let settings = loaded.settings.clone();
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Config(ConfigCommand::Show) => {
             print!("{}", loaded.render());

@@ -64,9 +64,9 @@ impl RateLimits {
     }
 }
 
-/// The client address used as a rate-limit key: the peer address, or the first
-/// `X-Forwarded-For` entry when `http.trust_forwarded_for` is set (only safe behind a proxy
-/// that overwrites the header).
+/// The client address used as a rate-limit key: the peer address, or, when
+/// `http.trust_forwarded_for` is set, the last `X-Forwarded-For` entry: the one the trusted
+/// proxy appended. Entries before it come from the client and can be forged.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
@@ -82,7 +82,7 @@ impl FromRequestParts<AppState> for ClientIp {
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.rsplit(',').next())
                 .and_then(|v| v.trim().parse::<IpAddr>().ok());
             if let Some(ip) = forwarded {
                 return Ok(Self(ip));

@@ -26,35 +26,59 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let settings = app.settings.clone();
     let service = router::build(app).into_make_service_with_connect_info::<SocketAddr>();
-    if settings.tls_enabled() {
-        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
-            &settings.tls.cert,
-            &settings.tls.key,
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "loading TLS certificate {} and key {}",
-                settings.tls.cert, settings.tls.key
+    // One signal, observed both by the server (stop accepting, drain) and by the deadline that
+    // ends the drain after SHUTDOWN_GRACE.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let deadline = {
+        let rx = stop_rx.clone();
+        async move {
+            stopped(rx).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    let serving = async {
+        if settings.tls_enabled() {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
+                &settings.tls.cert,
+                &settings.tls.key,
             )
-        })?;
-        let handle = axum_server::Handle::new();
-        let shutdown = handle.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            shutdown.graceful_shutdown(Some(SHUTDOWN_GRACE));
-        });
-        let std_listener = listener.into_std()?;
-        tracing::info!(%addr, "serving HTTPS");
-        axum_server::from_tcp_rustls(std_listener, tls)
-            .handle(handle)
-            .serve(service)
-            .await?;
-    } else {
-        tracing::info!(%addr, "serving HTTP");
-        axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+            .await
+            .with_context(|| {
+                format!(
+                    "loading TLS certificate {} and key {}",
+                    settings.tls.cert, settings.tls.key
+                )
+            })?;
+            let handle = axum_server::Handle::new();
+            let on_stop = handle.clone();
+            let rx = stop_rx.clone();
+            tokio::spawn(async move {
+                stopped(rx).await;
+                on_stop.graceful_shutdown(None);
+            });
+            tracing::info!(%addr, "serving HTTPS");
+            axum_server::from_tcp_rustls(listener.into_std()?, tls)
+                .handle(handle)
+                .serve(service)
+                .await?;
+        } else {
+            tracing::info!(%addr, "serving HTTP");
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .await?;
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        result = serving => result?,
+        () = deadline => tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running after the grace period; exiting"),
     }
     tracing::info!("shut down cleanly");
     Ok(())

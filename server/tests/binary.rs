@@ -252,13 +252,26 @@ fn config_show_prints_sources_and_masks_secrets() {
         "{shown}"
     );
 
-    let bad = command(dir.path())
+    // A misspelt variable is pointed out but does not stop the store.
+    let typo = command(dir.path())
         .args(["config", "show"])
         .env("PLUGSTORE_HTTP_BIN", "x")
         .output()
         .unwrap();
+    assert!(typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("ignoring PLUGSTORE_HTTP_BIN"));
+    // A bad value names the key and where it came from.
+    let bad = command(dir.path())
+        .args(["config", "show"])
+        .env("PLUGSTORE_HTTP_BIND", "nowhere")
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("PLUGSTORE_HTTP_BIN"));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("http.bind") && stderr.contains("env PLUGSTORE_HTTP_BIND"),
+        "{stderr}"
+    );
 }
 
 #[test]

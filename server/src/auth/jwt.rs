@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 /// exceed the longest access-token lifetime (1 day, enforced by config validation).
 pub const RETIRED_KEY_GRACE_SECS: i64 = 2 * 24 * 3600;
 
+/// A new key is published in the JWKS and accepted for verification at once, but signs only
+/// after this delay, which exceeds the 30 s reload interval of replicas sharing the key
+/// directory: no replica ever sees a token from a key it has not loaded yet.
+pub const KEY_ACTIVATION_DELAY_SECS: i64 = 90;
+
 /// Claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
@@ -79,6 +84,7 @@ pub enum TokenRejection {
 
 struct SigningKey {
     kid: String,
+    created_at: i64,
     encoding: EncodingKey,
     decoding: DecodingKey,
     x: String,
@@ -133,10 +139,20 @@ impl KeyRing {
         self.current().iter().map(|k| k.kid.clone()).collect()
     }
 
-    /// Signs claims with the newest key.
+    /// Signs claims with the active key (see [`KEY_ACTIVATION_DELAY_SECS`]).
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
+        self.sign_at(claims, crate::db::now())
+    }
+
+    fn sign_at(&self, claims: &AccessClaims, now: i64) -> Result<String, KeyError> {
         let keys = self.current();
-        let key = keys.first().ok_or(KeyError::Generate)?;
+        // Newest key old enough that every replica has loaded it; on a first start no key is,
+        // and the only one signs.
+        let key = keys
+            .iter()
+            .find(|k| now - k.created_at >= KEY_ACTIVATION_DELAY_SECS)
+            .or_else(|| keys.last())
+            .ok_or(KeyError::Generate)?;
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());
         header.typ = Some("at+jwt".into());
@@ -237,7 +253,7 @@ fn list_key_files(dir: &Path) -> Result<Vec<(i64, String, PathBuf)>, KeyError> {
 
 fn read_keys(dir: &Path) -> Result<Vec<SigningKey>, KeyError> {
     let mut keys = Vec::new();
-    for (_created_at, kid, path) in list_key_files(dir)? {
+    for (created_at, kid, path) in list_key_files(dir)? {
         let pkcs8 = std::fs::read(&path).map_err(io_err(dir))?;
         let pair = EcdsaKeyPair::from_pkcs8(
             &ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -254,6 +270,7 @@ fn read_keys(dir: &Path) -> Result<Vec<SigningKey>, KeyError> {
             DecodingKey::from_ec_components(&x, &y).map_err(|_| KeyError::BadKey(path.clone()))?;
         keys.push(SigningKey {
             kid,
+            created_at,
             encoding: EncodingKey::from_ec_der(&pkcs8),
             decoding,
             x,
@@ -334,14 +351,13 @@ mod tests {
             ring.verify(&old_token, "https://store", "plugstore", 0)
                 .is_ok()
         );
-        let new_token = ring.sign(&claims(now)).unwrap();
-        assert_eq!(
-            jsonwebtoken::decode_header(&new_token)
-                .unwrap()
-                .kid
-                .unwrap(),
-            new_kid
-        );
+        let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+        let old_kid = kid_of(&old_token);
+        // Until every replica has had time to load the new key, the old one keeps signing.
+        assert_eq!(kid_of(&ring.sign(&claims(now)).unwrap()), old_kid);
+        let later = now + KEY_ACTIVATION_DELAY_SECS + 1;
+        let new_token = ring.sign_at(&claims(now), later).unwrap();
+        assert_eq!(kid_of(&new_token), new_kid);
         // Another process sharing the directory sees the rotation after reloading.
         let other = KeyRing::open(dir.path()).unwrap();
         assert!(

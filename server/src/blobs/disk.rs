@@ -297,12 +297,12 @@ mod tests {
         let fresh = temp_dir.join("fresh");
         std::fs::write(&stale, b"x").unwrap();
         std::fs::write(&fresh, b"x").unwrap();
-        let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 60 * 60);
+        let long_ago = SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(60);
         std::fs::File::options()
             .write(true)
             .open(&stale)
             .unwrap()
-            .set_modified(two_hours_ago)
+            .set_modified(long_ago)
             .unwrap();
 
         DiskBlobStore::open(dir.path()).await.unwrap();

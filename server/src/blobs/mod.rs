@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) const IO_CHUNK_SIZE: usize = 256 * 1024;
 
 /// Temporary data (half-written files, unfinished uploads) older than this is considered
-/// abandoned by a crashed process and removed when a store is opened.
-pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
+/// abandoned by a crashed process and removed when a store is opened. A day is far longer
+/// than any upload takes, so a replica never sweeps away another replica's upload in progress.
+pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// SHA-256 of a blob's bytes; parses from exactly 64 lowercase hex chars.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

@@ -795,7 +795,11 @@ impl Sweeper {
                 else {
                     continue;
                 };
-                if initiated.secs() < cutoff_secs {
+                // Only uploads this store starts: never another application's under a shared
+                // (or empty) prefix.
+                let ours = key.starts_with(&format!("{}tmp/", self.prefix))
+                    || key.starts_with(&format!("{}sha256/", self.prefix));
+                if ours && initiated.secs() < cutoff_secs {
                     perform_cleanup(
                         &self.client,
                         &self.bucket,

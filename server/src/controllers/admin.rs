@@ -27,8 +27,8 @@ pub struct UserPath {
 pub struct UpdateUserRequest {
     /// New store-wide role.
     pub role: Option<Role>,
-    /// Disable (true) or re-enable (false) the account. Disabling ends its sessions and
-    /// stops its API tokens at once.
+    /// Disable (true) or re-enable (false) the account. While disabled it cannot sign in and
+    /// its sessions and API tokens are refused; re-enabling restores them.
     pub disabled: Option<bool>,
 }
 

@@ -111,19 +111,19 @@ pub async fn register(
             "registration is closed on this store; ask an admin for an account",
         ));
     }
-    names::validate_name("username", &body.username)?;
-    let email = body.email.trim();
-    if email.len() > 254 || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
-        return Err(ApiError::invalid(
-            "email must be an address like name@example.org",
-        ));
-    }
-    create_user(&app, &body.username, email, &body.password, Role::Developer)
-        .await
-        .map(|u| (StatusCode::CREATED, Json(u)))
+    create_user(
+        &app,
+        &body.username,
+        &body.email,
+        &body.password,
+        Role::Developer,
+    )
+    .await
+    .map(|u| (StatusCode::CREATED, Json(u)))
 }
 
-/// Creates a user (shared by registration and `admin create-user`).
+/// Creates a user after checking every field (shared by registration and
+/// `admin create-user`, so operators get the same rules as everyone else).
 pub async fn create_user(
     app: &AppState,
     username: &str,
@@ -131,6 +131,13 @@ pub async fn create_user(
     password: &str,
     role: Role,
 ) -> ApiResult<UserView> {
+    names::validate_name("username", username)?;
+    let email = email.trim();
+    if email.len() > 254 || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+        return Err(ApiError::invalid(
+            "email must be an address like name@example.org",
+        ));
+    }
     if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&password.chars().count()) {
         return Err(ApiError::invalid(format!(
             "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
@@ -265,24 +272,41 @@ pub async fn refresh(
     app.limits.login.check(client)?;
     let now = db::now();
     let refused = || ApiError::unauthorized("the refresh token is not valid; sign in again");
+    let reused = || {
+        ApiError::new(
+            ProblemKind::RefreshTokenReused,
+            "this refresh token was already used; the session is revoked, sign in again",
+        )
+    };
+    let token_hash = secrets::sha256_hex(&body.refresh_token);
+    let family: String =
+        sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(&token_hash)
+            .fetch_optional(&app.db.pool)
+            .await?
+            .ok_or_else(refused)?;
+    let mut tx = app.db.pool.begin().await?;
+    // Lock the whole family first (row locks on PostgreSQL, the write lock on SQLite): two
+    // refreshes with one token then run one after the other, and the second sees the first's
+    // spent token and new successor, so revoking the family also catches the successor.
+    sqlx::query("UPDATE refresh_tokens SET family_id = family_id WHERE family_id = $1")
+        .bind(&family)
+        .execute(&mut *tx)
+        .await?;
     let row = sqlx::query(
-        "SELECT r.id, r.family_id, r.user_id, r.expires_at, r.used_at, r.revoked_at, u.disabled_at, u.deleted_at \
+        "SELECT r.id, r.user_id, r.expires_at, r.used_at, r.revoked_at, u.disabled_at, u.deleted_at \
          FROM refresh_tokens r JOIN users u ON u.id = r.user_id WHERE r.token_hash = $1",
     )
-    .bind(secrets::sha256_hex(&body.refresh_token))
-    .fetch_optional(&app.db.pool)
-    .await?
-    .ok_or_else(refused)?;
-    let family: String = row.try_get("family_id")?;
+    .bind(&token_hash)
+    .fetch_one(&mut *tx)
+    .await?;
     let used = row.try_get::<Option<i64>, _>("used_at")?.is_some();
     let revoked = row.try_get::<Option<i64>, _>("revoked_at")?.is_some();
     if used && !revoked {
-        revoke_family(&app.db.pool, &family).await?;
+        revoke_family(&mut *tx, &family).await?;
+        tx.commit().await?;
         tracing::warn!(family = %family, "refresh token reused; session revoked");
-        return Err(ApiError::new(
-            ProblemKind::RefreshTokenReused,
-            "this refresh token was already used; the session is revoked, sign in again",
-        ));
+        return Err(reused());
     }
     let inactive = row.try_get::<Option<i64>, _>("disabled_at")?.is_some()
         || row.try_get::<Option<i64>, _>("deleted_at")?.is_some();
@@ -291,23 +315,11 @@ pub async fn refresh(
         return Err(refused());
     }
     let user_id: i64 = row.try_get("user_id")?;
-    let mut tx = app.db.pool.begin().await?;
-    // The `used_at IS NULL` guard makes two concurrent refreshes with one token race safely:
-    // exactly one spends it, the other sees reuse.
-    let spent =
-        sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(row.try_get::<i64, _>("id")?)
-            .execute(&mut *tx)
-            .await?;
-    if spent.rows_affected() != 1 {
-        drop(tx);
-        revoke_family(&app.db.pool, &family).await?;
-        return Err(ApiError::new(
-            ProblemKind::RefreshTokenReused,
-            "this refresh token was already used; the session is revoked, sign in again",
-        ));
-    }
+    sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(row.try_get::<i64, _>("id")?)
+        .execute(&mut *tx)
+        .await?;
     let next = insert_refresh_token(&mut *tx, user_id, &family, expires_at).await?;
     tx.commit().await?;
     Ok(Json(session_tokens(
@@ -315,13 +327,16 @@ pub async fn refresh(
     )?))
 }
 
-async fn revoke_family(pool: &sqlx::AnyPool, family: &str) -> Result<(), sqlx::Error> {
+async fn revoke_family<'e>(
+    exec: impl sqlx::AnyExecutor<'e>,
+    family: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
     )
     .bind(db::now())
     .bind(family)
-    .execute(pool)
+    .execute(exec)
     .await
     .map(|_| ())
 }

@@ -36,7 +36,7 @@ pub struct PageQuery {
 pub struct Page<T> {
     /// Items of this page.
     pub items: Vec<T>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{Page, PageQuery, PluginPath, rfc3339};
 use crate::app::AppState;
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, Credential, Role};
 use crate::error::{ApiError, ApiResult, Problem};
 
 /// Version states the public may see; the others are visible to the plugin's publisher
@@ -201,8 +201,15 @@ async fn sees_all_states(app: &AppState, caller: &Caller, publisher_id: i64) -> 
     let Some(me) = caller.principal() else {
         return Ok(false);
     };
-    if me.role >= Role::Reviewer {
-        return Ok(true);
+    // Store-wide roles act only through a login session; an API token sees what its owner's
+    // membership shows, and only within the publisher it is limited to.
+    let token_publisher = match &me.credential {
+        Credential::Session { .. } if me.role >= Role::Reviewer => return Ok(true),
+        Credential::Session { .. } => None,
+        Credential::ApiToken { publisher_id, .. } => *publisher_id,
+    };
+    if token_publisher.is_some_and(|limit| limit != publisher_id) {
+        return Ok(false);
     }
     let member = sqlx::query(
         "SELECT 1 AS one FROM publisher_members WHERE publisher_id = $1 AND user_id = $2",

@@ -249,3 +249,30 @@ async fn the_served_openapi_document_matches_the_committed_one() {
     assert_eq!(docs.status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&docs.body).contains("openapi"));
 }
+
+#[tokio::test]
+async fn slow_requests_time_out_with_a_problem() {
+    let app = TestApp::start_with(Stack::Embedded, |s| s.http.request_timeout_secs = 1)
+        .await
+        .unwrap();
+    // Hold SQLite's write lock so the registration's insert waits (busy_timeout is 5 s).
+    let mut blocker = app.app.db.pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let body = json!({"username": "slowpoke", "email": "s@example.org", "password": crate::harness::PASSWORD});
+    let response = app.post("/api/v1/auth/register", None, body).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    assert_eq!(response.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(response.problem_type(), "/problems/timeout");
+    assert!(response.json()["request_id"].is_string());
+    let metrics = String::from_utf8(app.get("/metrics", None).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains(r#"route="/api/v1/auth/register",status="408""#),
+        "{metrics}"
+    );
+}

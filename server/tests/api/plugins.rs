@@ -59,6 +59,14 @@ both_stacks! {
         assert_eq!(versions(Some(stranger.access.clone())).await, public);
         assert_eq!(versions(Some(alice.access.clone())).await.len(), 5);
         assert_eq!(versions(Some(rita.access.clone())).await.len(), 5);
+        // Store-wide roles act only through a session: the reviewer's API token sees what the
+        // public sees.
+        let rita_token = app.post("/api/v1/tokens", Some(&rita.access), serde_json::json!({"name": "t", "scopes": ["publish"]})).await.json()["secret"].as_str().unwrap().to_owned();
+        assert_eq!(versions(Some(rita_token)).await, public);
+        // A member's token limited to another publisher does not see this one's hidden versions.
+        app.publisher(&alice, "other").await;
+        let elsewhere = app.post("/api/v1/tokens", Some(&alice.access), serde_json::json!({"name": "t", "scopes": ["publish"], "publisher": "other"})).await.json()["secret"].as_str().unwrap().to_owned();
+        assert_eq!(versions(Some(elsewhere)).await, public);
         assert_eq!(app.get("/api/v1/plugins/acme/widget/versions/1.4.0", None).await.status, StatusCode::NOT_FOUND);
         let one = app.get("/api/v1/plugins/acme/widget/versions/1.0.0", None).await.json();
         assert_eq!(one["package_digest"], format!("sha256:{}", "0".repeat(64)));
