@@ -14,8 +14,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use ring::digest::{Context, SHA256};
 use tokio::fs::{self, File, OpenOptions};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 
 use super::{
     BlobDigest, BlobError, BlobObject, BlobRange, BlobStore, IO_CHUNK_SIZE, STALE_TEMP_AGE,
@@ -154,14 +153,16 @@ impl BlobStore for DiskBlobStore {
         digest: &BlobDigest,
         range: Option<BlobRange>,
     ) -> Result<BlobObject, BlobError> {
-        let mut file = match File::open(self.blob_path(digest)).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound),
-            Err(e) => return Err(e.into()),
+        let path = self.blob_path(digest);
+        let file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
+            Ok(Ok(file)) => file,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(join) => return Err(io::Error::other(join).into()),
         };
-        let size = file.metadata().await?.len();
-        let body = match range {
-            None => ReaderStream::with_capacity(file, IO_CHUNK_SIZE).boxed(),
+        let size = file.metadata()?.len();
+        let (start, len) = match range {
+            None => (0, size),
             Some(range) => {
                 if range.start > range.end_inclusive || range.end_inclusive >= size {
                     return Err(io::Error::new(
@@ -170,10 +171,10 @@ impl BlobStore for DiskBlobStore {
                     )
                     .into());
                 }
-                file.seek(SeekFrom::Start(range.start)).await?;
-                ReaderStream::with_capacity(file.take(range.len()), IO_CHUNK_SIZE).boxed()
+                (range.start, range.len())
             }
         };
+        let body = stream_file(file, start, len);
         Ok(BlobObject { size, body })
     }
 
@@ -282,6 +283,56 @@ async fn remove_stale_temp_files(temp_dir: &Path, max_age: Duration) {
     if removed > 0 {
         tracing::info!(dir = %temp_dir.display(), removed, "removed stale temporary blob files");
     }
+}
+
+/// Streams `len` bytes of `file` from `start`. One blocking thread reads the whole range and
+/// hands chunks over a small bounded channel: far fewer thread hops than an async file (one per
+/// chunk), and memory per download stays at a few chunks whatever the client's speed.
+fn stream_file(
+    mut file: std::fs::File,
+    start: u64,
+    len: u64,
+) -> futures_util::stream::BoxStream<'static, io::Result<bytes::Bytes>> {
+    use std::io::{Read, Seek};
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = file.seek(SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut remaining = len;
+        while remaining > 0 {
+            let want = remaining.min(IO_CHUNK_SIZE as u64) as usize;
+            let mut chunk = bytes::BytesMut::zeroed(want);
+            let read = match file.read(&mut chunk) {
+                Ok(0) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob file shorter than its recorded size",
+                )),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(n) => {
+                    chunk.truncate(n);
+                    remaining -= n as u64;
+                    // The receiver is gone when the client disconnected: stop reading.
+                    if tx.blocking_send(Ok(chunk.freeze())).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
 }
 
 #[cfg(test)]
