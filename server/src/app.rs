@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::jwt::KeyRing;
 use crate::blobs::{self, BlobStore};
+use crate::ca::StoreCa;
 use crate::config::{BlobBackend, Settings};
 use crate::db::Database;
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ pub struct App {
     pub blobs: Arc<dyn BlobStore>,
     /// JWT signing and verification keys.
     pub keys: KeyRing,
+    /// The store's code-signing CA.
+    pub ca: StoreCa,
     /// Token buckets for abuse-prone endpoints.
     pub limits: RateLimits,
     /// Prometheus metrics.
@@ -69,6 +72,14 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let keys = KeyRing::open(std::path::Path::new(&settings.auth.jwt_keys_dir))
             .context("loading JWT signing keys (auth.jwt_keys_dir)")?;
+        let optional = |path: &str| (!path.is_empty()).then(|| std::path::PathBuf::from(path));
+        let ca = StoreCa::open(
+            &settings.data_dir.join("keys/ca"),
+            optional(&settings.signing.ca_cert).as_deref(),
+            optional(&settings.signing.ca_key).as_deref(),
+            &format!("plugstore code signing CA ({})", settings.http.public_url),
+        )
+        .context("opening the store's CA (signing.ca_cert, signing.ca_key)")?;
         let limits = RateLimits::new(&settings.rate_limits);
         let metrics = Metrics::new();
         let download_permits = Arc::new(Semaphore::new(
@@ -79,6 +90,7 @@ impl AppState {
             db,
             blobs,
             keys,
+            ca,
             limits,
             metrics,
             download_permits,

@@ -34,6 +34,72 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Code signing: the store's CA and the trust anchors for developer certificates.
+    pub signing: SigningSettings,
+    /// Uploads of new versions.
+    pub publish: PublishSettings,
+    /// What happens to a version after upload, until the scanner exists.
+    pub scan: ScanSettings,
+}
+
+/// Code-signing settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    /// PEM certificate of the store's CA; empty: created under `<data_dir>/keys/ca/`.
+    pub ca_cert: String,
+    /// PEM private key of the store's CA (with `ca_cert`).
+    pub ca_key: String,
+    /// Further trusted roots (PEM files), e.g. a company CA that issues its own developers'
+    /// code-signing certificates.
+    pub trust_anchors: Vec<String>,
+    /// Lifetime of certificates the store's CA issues.
+    pub certificate_lifetime_days: u32,
+    /// Bindings of certificates without the store's SAN URI to publishers, by subject.
+    pub subject_mappings: Vec<SubjectMappingSetting>,
+}
+
+/// "A certificate with this subject (under this anchor) signs for this publisher."
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectMappingSetting {
+    /// The publisher the certificate may sign for.
+    pub publisher: String,
+    /// Required subject organization (O), if set.
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// Required subject common name (CN), if set.
+    #[serde(default)]
+    pub common_name: Option<String>,
+    /// Required trust anchor (SHA-256 of its DER, hex), if set.
+    #[serde(default)]
+    pub anchor_sha256: Option<String>,
+}
+
+/// Upload settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSettings {
+    /// Largest package accepted, in bytes.
+    pub max_package_bytes: u64,
+}
+
+/// What to do with a version once its package and signature are valid.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanPolicy {
+    /// Publish at once (no scanner is running yet).
+    Publish,
+    /// Hold every version for a reviewer.
+    Review,
+}
+
+/// Scan settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSettings {
+    /// `publish` or `review`.
+    pub policy: ScanPolicy,
 }
 
 /// HTTP listener settings.
@@ -136,6 +202,10 @@ pub struct RateLimitSettings {
     pub login_per_minute: u32,
     /// API-token creations per hour.
     pub token_create_per_hour: u32,
+    /// Uploads per hour by one user.
+    pub publish_per_hour_per_user: u32,
+    /// Uploads per hour into one publisher.
+    pub publish_per_hour_per_publisher: u32,
 }
 
 /// Log output settings.
@@ -180,10 +250,25 @@ impl Default for Settings {
                 register_per_hour: 20,
                 login_per_minute: 10,
                 token_create_per_hour: 30,
+                publish_per_hour_per_user: 60,
+                publish_per_hour_per_publisher: 200,
             },
             log: LogSettings {
                 format: "text".into(),
                 level: "info".into(),
+            },
+            signing: SigningSettings {
+                ca_cert: String::new(),
+                ca_key: String::new(),
+                trust_anchors: Vec::new(),
+                certificate_lifetime_days: 30,
+                subject_mappings: Vec::new(),
+            },
+            publish: PublishSettings {
+                max_package_bytes: 512 * 1024 * 1024,
+            },
+            scan: ScanSettings {
+                policy: ScanPolicy::Publish,
             },
         }
     }
@@ -485,6 +570,17 @@ impl Settings {
             return Err(bad(
                 "auth.api_token_default_ttl_days",
                 "must be at least 1 and at most auth.api_token_max_ttl_days",
+            ));
+        }
+        if !(1..=825).contains(&self.signing.certificate_lifetime_days) {
+            return Err(bad(
+                "signing.certificate_lifetime_days",
+                "must be between 1 and 825 days",
+            ));
+        }
+        if self.signing.ca_cert.is_empty() != self.signing.ca_key.is_empty() {
+            return Err(ConfigError::Inconsistent(
+                "set both signing.ca_cert and signing.ca_key, or neither".into(),
             ));
         }
         Ok(())

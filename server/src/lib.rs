@@ -6,6 +6,7 @@
 pub mod app;
 pub mod auth;
 pub mod blobs;
+pub mod ca;
 pub mod config;
 pub mod controllers;
 pub mod db;

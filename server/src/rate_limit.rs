@@ -13,10 +13,10 @@ use crate::app::AppState;
 use crate::config::RateLimitSettings;
 use crate::error::{ApiError, ApiResult};
 
-/// One keyed bucket.
-pub struct Bucket(DefaultKeyedRateLimiter<IpAddr>);
+/// One bucket per key (client address, user, publisher).
+pub struct Bucket<K: std::hash::Hash + Eq + Clone = IpAddr>(DefaultKeyedRateLimiter<K>);
 
-impl Bucket {
+impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
     fn new(per: Duration, count: u32) -> Self {
         let count = NonZeroU32::new(count.max(1)).unwrap_or(NonZeroU32::MIN);
         // Refill evenly over the period, allowing a burst of the whole allowance.
@@ -26,12 +26,24 @@ impl Bucket {
         Self(RateLimiter::keyed(quota))
     }
 
-    /// Takes a token for `client`, or answers 429 with the wait in `Retry-After`.
-    pub fn check(&self, client: ClientIp) -> ApiResult<()> {
-        self.0.check_key(&client.0).map_err(|not_until| {
+    /// Takes a token for `key`, or answers 429 with the wait in `Retry-After`.
+    pub fn check_key(&self, key: &K) -> ApiResult<()> {
+        self.0.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::rate_limited(wait.as_secs_f64().ceil() as u64)
         })
+    }
+
+    fn shrink(&self) {
+        self.0.retain_recent();
+        self.0.shrink_to_fit();
+    }
+}
+
+impl Bucket<IpAddr> {
+    /// Takes a token for `client`, or answers 429 with the wait in `Retry-After`.
+    pub fn check(&self, client: ClientIp) -> ApiResult<()> {
+        self.check_key(&client.0)
     }
 }
 
@@ -43,6 +55,10 @@ pub struct RateLimits {
     pub login: Bucket,
     /// API token creation.
     pub token_create: Bucket,
+    /// Uploads by one user (keyed by user id).
+    pub publish_by_user: Bucket<i64>,
+    /// Uploads into one publisher (keyed by publisher id).
+    pub publish_by_publisher: Bucket<i64>,
 }
 
 impl RateLimits {
@@ -52,15 +68,21 @@ impl RateLimits {
             register: Bucket::new(Duration::from_secs(3600), s.register_per_hour),
             login: Bucket::new(Duration::from_secs(60), s.login_per_minute),
             token_create: Bucket::new(Duration::from_secs(3600), s.token_create_per_hour),
+            publish_by_user: Bucket::new(Duration::from_secs(3600), s.publish_per_hour_per_user),
+            publish_by_publisher: Bucket::new(
+                Duration::from_secs(3600),
+                s.publish_per_hour_per_publisher,
+            ),
         }
     }
 
     /// Drops idle buckets so the key maps do not grow without bound.
     pub fn shrink(&self) {
         for bucket in [&self.register, &self.login, &self.token_create] {
-            bucket.0.retain_recent();
-            bucket.0.shrink_to_fit();
+            bucket.shrink();
         }
+        self.publish_by_user.shrink();
+        self.publish_by_publisher.shrink();
     }
 }
 

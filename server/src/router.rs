@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use utoipa_scalar::{Scalar, Servable};
 
 use crate::app::AppState;
-use crate::controllers::{admin, auth, blobs, ops, plugins, publishers, tokens};
+use crate::controllers::{admin, auth, blobs, certificates, ops, plugins, publishers, tokens};
 use crate::http;
 
 #[derive(OpenApi)]
@@ -23,6 +23,7 @@ use crate::http;
         (name = "auth", description = "Accounts and sessions"),
         (name = "tokens", description = "API tokens for CI and scripts"),
         (name = "publishers", description = "Publisher namespaces and members"),
+        (name = "certificates", description = "The store's CA and code-signing certificates"),
         (name = "plugins", description = "Plugins and versions"),
         (name = "blobs", description = "Content-addressed downloads"),
         (name = "admin", description = "Store administration"),
@@ -68,6 +69,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(publishers::get_publisher))
         .routes(routes!(publishers::list_members))
         .routes(routes!(publishers::put_member, publishers::remove_member))
+        // Code-signing certificates
+        .routes(routes!(
+            certificates::issue_certificate,
+            certificates::list_certificates
+        ))
+        .routes(routes!(certificates::revoke_certificate))
         // Plugins
         .routes(routes!(plugins::search_plugins))
         .routes(routes!(plugins::get_plugin))
@@ -82,6 +89,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
 fn raw_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(blobs::get_blob))
+        .routes(routes!(certificates::ca_certificate))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

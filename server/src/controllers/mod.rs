@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod blobs;
+pub mod certificates;
 pub mod ops;
 pub mod plugins;
 pub mod publishers;

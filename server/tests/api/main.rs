@@ -5,6 +5,7 @@ mod harness;
 
 mod auth;
 mod blobs;
+mod certificates;
 mod hygiene;
 mod matrix;
 mod plugins;

@@ -144,6 +144,28 @@ fn rows() -> Vec<Row> {
             [401, 403, 403, 204, 403, 204],
         ),
         row(
+            M::POST,
+            "/api/v1/publishers/{publisher}/certificates",
+            "/api/v1/publishers/acme/certificates",
+            Some(r#"{"csr":"{csr}"}"#),
+            [401, 403, 201, 201, 403, 201],
+        ),
+        row(
+            M::GET,
+            "/api/v1/publishers/{publisher}/certificates",
+            "/api/v1/publishers/acme/certificates",
+            None,
+            public,
+        ),
+        row(
+            M::POST,
+            "/api/v1/publishers/{publisher}/certificates/{fingerprint}/revoke",
+            "/api/v1/publishers/acme/certificates/{cert}/revoke",
+            Some(r#"{"reason":"test"}"#),
+            [401, 403, 403, 200, 403, 200],
+        ),
+        row(M::GET, "/ca.pem", "/ca.pem", None, public),
+        row(
             M::GET,
             "/api/v1/plugins",
             "/api/v1/plugins?q=widget",
@@ -266,12 +288,16 @@ both_stacks! {
             app.signup(&format!("victim{i}")).await;
         }
         let blob = app.app.blobs.put(&mut &b"matrix blob"[..], None, None).await.unwrap();
+        let csr = crate::certificates::openssl_csr(app.dir.path(), "matrix", "ec:prime256v1");
+        let cert = app.post("/api/v1/publishers/acme/certificates", tokens[3].as_deref(), serde_json::json!({"csr": csr})).await.json()["fingerprint"].as_str().unwrap().to_owned();
+        let csr_json = serde_json::to_string(&csr).unwrap();
+        let csr_json = &csr_json[1..csr_json.len() - 1];
 
         let mut failures = Vec::new();
         for row in rows() {
             for (i, caller) in CALLERS.iter().enumerate() {
                 let token = tokens[i].as_deref();
-                let mut path = row.path.replace("{i}", &i.to_string()).replace("{blob}", &blob.digest.to_hex());
+                let mut path = row.path.replace("{i}", &i.to_string()).replace("{blob}", &blob.digest.to_hex()).replace("{cert}", &cert);
                 if path.contains("{token}") {
                     // The caller's own token; anonymous gets someone else's to try.
                     let creator = token.unwrap_or(tokens[1].as_deref().unwrap());
@@ -280,7 +306,7 @@ both_stacks! {
                 }
                 let body = match row.body {
                     Some(template) => {
-                        let mut text = template.replace("{i}", &i.to_string()).replace("{password}", PASSWORD);
+                        let mut text = template.replace("{i}", &i.to_string()).replace("{password}", PASSWORD).replace("{csr}", csr_json);
                         if text.contains("{refresh}") {
                             text = text.replace("{refresh}", &app.login("stranger").await.refresh);
                         }

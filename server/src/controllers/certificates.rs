@@ -1,0 +1,310 @@
+//! The store's CA and publishers' code-signing certificates: issue from a CSR, list, revoke.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{PublisherPath, rfc3339};
+use crate::app::AppState;
+use crate::auth::{Caller, MemberRole, Scope};
+use crate::ca::CaError;
+use crate::db;
+use crate::error::{ApiError, ApiResult, Problem, ProblemKind};
+
+/// A certificate signing request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRequest {
+    /// PKCS#10 CSR in PEM (`-----BEGIN CERTIFICATE REQUEST-----`).
+    pub csr: String,
+    /// Lifetime in days; at most the store's `signing.certificate_lifetime_days`.
+    pub lifetime_days: Option<u32>,
+}
+
+/// A code-signing certificate known to the store.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CertificateView {
+    /// SHA-256 of the DER, hex: how certificates are named.
+    pub fingerprint: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Subject.
+    pub subject: String,
+    /// Issuer.
+    pub issuer: String,
+    /// `store-ca` (issued here) or `external` (a trusted third-party CA).
+    pub origin: String,
+    /// Start of validity (RFC 3339).
+    pub not_before: String,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+    /// When it was revoked (RFC 3339).
+    pub revoked_at: Option<String>,
+    /// Why it was revoked.
+    pub revoked_reason: Option<String>,
+}
+
+/// A newly issued certificate.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedCertificateView {
+    /// Metadata.
+    #[serde(flatten)]
+    pub certificate: CertificateView,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// The certificate followed by the store's CA certificate, PEM: the chain to sign with.
+    pub chain_pem: String,
+}
+
+/// Why a certificate is revoked.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Shown to clients and in the audit log.
+    pub reason: String,
+}
+
+/// `/publishers/{publisher}/certificates/{fingerprint}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CertificatePath {
+    /// Publisher name.
+    pub publisher: String,
+    /// SHA-256 fingerprint of the certificate, hex.
+    pub fingerprint: String,
+}
+
+const COLUMNS: &str = "fingerprint, serial, subject, issuer, origin, not_before, not_after, revoked_at, revoked_reason";
+
+fn certificate_view(row: &sqlx::any::AnyRow) -> Result<CertificateView, sqlx::Error> {
+    Ok(CertificateView {
+        fingerprint: row.try_get("fingerprint")?,
+        serial: row.try_get("serial")?,
+        subject: row.try_get("subject")?,
+        issuer: row.try_get("issuer")?,
+        origin: row.try_get("origin")?,
+        not_before: rfc3339(row.try_get("not_before")?),
+        not_after: rfc3339(row.try_get("not_after")?),
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(rfc3339),
+        revoked_reason: row.try_get("revoked_reason")?,
+    })
+}
+
+/// The store's CA certificate, PEM: add it to `plugstore verify` or a host's trust store.
+#[utoipa::path(get, path = "/ca.pem", tag = "certificates",
+    responses((status = 200, description = "PEM certificate", content_type = "application/x-pem-file")))]
+pub async fn ca_certificate(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        app.ca.certificate_pem().to_owned(),
+    )
+}
+
+/// Issues a code-signing certificate bound to the publisher. Owners and maintainers.
+#[utoipa::path(post, path = "/api/v1/publishers/{publisher}/certificates", tag = "certificates", security(("bearer" = [])),
+    params(PublisherPath), request_body = CertificateRequest,
+    responses((status = 201, body = IssuedCertificateView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn issue_certificate(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<PublisherPath>,
+    Json(body): Json<CertificateRequest>,
+) -> ApiResult<(StatusCode, Json<IssuedCertificateView>)> {
+    let (me, publisher) = caller
+        .require_publisher(
+            &app,
+            &path.publisher,
+            MemberRole::Maintainer,
+            Scope::ManagePublisher,
+        )
+        .await?;
+    let max_days = app.settings.signing.certificate_lifetime_days;
+    let days = body.lifetime_days.unwrap_or(max_days);
+    if days == 0 || days > max_days {
+        return Err(ApiError::invalid(format!(
+            "lifetime_days must be between 1 and {max_days}"
+        )));
+    }
+    let issued = app
+        .ca
+        .issue(&body.csr, &publisher.name, days)
+        .map_err(|e| match e {
+            CaError::BadCsr(_) | CaError::WeakKey(_) => {
+                ApiError::new(ProblemKind::InvalidInput, e.to_string())
+            }
+            other => ApiError::internal(other),
+        })?;
+    let issuer = ca_subject(&app);
+    sqlx::query(
+        "INSERT INTO certificates (publisher_id, fingerprint, serial, subject, issuer, not_before, not_after, origin, issued_to, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'store-ca', $8, $9)",
+    )
+    .bind(publisher.id)
+    .bind(&issued.fingerprint_hex)
+    .bind(&issued.serial_hex)
+    .bind(&issued.subject)
+    .bind(&issuer)
+    .bind(issued.not_before)
+    .bind(issued.not_after)
+    .bind(me.user_id)
+    .bind(db::now())
+    .execute(&app.db.pool)
+    .await?;
+    audit(
+        &app,
+        Some(me.user_id),
+        "certificate.issue",
+        &format!("certificate:{}", issued.fingerprint_hex),
+        None,
+    )
+    .await?;
+    let chain_pem = format!("{}{}", issued.pem, app.ca.certificate_pem());
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedCertificateView {
+            certificate: CertificateView {
+                fingerprint: issued.fingerprint_hex,
+                serial: issued.serial_hex,
+                subject: issued.subject,
+                issuer,
+                origin: "store-ca".into(),
+                not_before: rfc3339(issued.not_before),
+                not_after: rfc3339(issued.not_after),
+                revoked_at: None,
+                revoked_reason: None,
+            },
+            certificate_pem: issued.pem,
+            chain_pem,
+        }),
+    ))
+}
+
+fn ca_subject(app: &AppState) -> String {
+    use x509_parser::prelude::*;
+    X509Certificate::from_der(app.ca.certificate_der())
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_default()
+}
+
+/// Certificates of a publisher, newest first. Public, like a transparency log.
+#[utoipa::path(get, path = "/api/v1/publishers/{publisher}/certificates", tag = "certificates", params(PublisherPath),
+    responses((status = 200, body = Vec<CertificateView>), (status = 404, body = Problem)))]
+pub async fn list_certificates(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Path(path): Path<PublisherPath>,
+) -> ApiResult<Json<Vec<CertificateView>>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM certificates c JOIN publishers p ON p.id = c.publisher_id WHERE p.name = $1 ORDER BY c.id DESC"
+    ))
+    .bind(&path.publisher)
+    .fetch_all(&app.db.pool)
+    .await?;
+    if rows.is_empty() && !publisher_exists(&app, &path.publisher).await? {
+        return Err(ApiError::not_found(format!(
+            "no publisher named `{}`",
+            path.publisher
+        )));
+    }
+    Ok(Json(
+        rows.iter()
+            .map(certificate_view)
+            .collect::<Result<Vec<_>, _>>()?,
+    ))
+}
+
+async fn publisher_exists(app: &AppState, name: &str) -> ApiResult<bool> {
+    Ok(
+        sqlx::query("SELECT 1 AS one FROM publishers WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&app.db.pool)
+            .await?
+            .is_some(),
+    )
+}
+
+/// Revokes a certificate: versions signed with it are refused from now on. Owners (and admins).
+#[utoipa::path(post, path = "/api/v1/publishers/{publisher}/certificates/{fingerprint}/revoke", tag = "certificates", security(("bearer" = [])),
+    params(CertificatePath), request_body = RevokeRequest,
+    responses((status = 200, body = CertificateView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn revoke_certificate(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<CertificatePath>,
+    Json(body): Json<RevokeRequest>,
+) -> ApiResult<Json<CertificateView>> {
+    let (me, publisher) = caller
+        .require_publisher(
+            &app,
+            &path.publisher,
+            MemberRole::Owner,
+            Scope::ManagePublisher,
+        )
+        .await?;
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(ApiError::invalid("reason must be 1 to 500 characters"));
+    }
+    let fingerprint = path.fingerprint.to_ascii_lowercase();
+    let changed = sqlx::query(
+        "UPDATE certificates SET revoked_at = $1, revoked_by = $2, revoked_reason = $3 \
+         WHERE fingerprint = $4 AND publisher_id = $5 AND revoked_at IS NULL",
+    )
+    .bind(db::now())
+    .bind(me.user_id)
+    .bind(reason)
+    .bind(&fingerprint)
+    .bind(publisher.id)
+    .execute(&app.db.pool)
+    .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM certificates WHERE fingerprint = $1 AND publisher_id = $2"
+    ))
+    .bind(&fingerprint)
+    .bind(publisher.id)
+    .fetch_optional(&app.db.pool)
+    .await?
+    .ok_or_else(|| {
+        ApiError::not_found(format!(
+            "publisher `{}` has no certificate {fingerprint}",
+            publisher.name
+        ))
+    })?;
+    if changed.rows_affected() == 1 {
+        audit(
+            &app,
+            Some(me.user_id),
+            "certificate.revoke",
+            &format!("certificate:{fingerprint}"),
+            Some(reason),
+        )
+        .await?;
+    }
+    Ok(Json(certificate_view(&row)?))
+}
+
+/// Appends to the audit log (who did what to which target, and why).
+pub async fn audit(
+    app: &AppState,
+    actor: Option<i64>,
+    action: &str,
+    target: &str,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO audit_log (actor_id, action, target, reason, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(reason)
+        .bind(db::now())
+        .execute(&app.db.pool)
+        .await
+        .map(|_| ())
+}
