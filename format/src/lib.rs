@@ -4,7 +4,7 @@
 //! so the server and the offline `plugstore verify` run exactly the same checks.
 //!
 //! - [`package`]: the deterministic tar (builder and strict reader) and its limits;
-//! - [`manifest`]: `plugin.toml`;
+//! - [`manifest`]: the `plugin.toml` manifest;
 //! - [`digest`]: the package identity (SHA-256 of its bytes);
 //! - [`signing`]: the canonical signing payload, the signature envelope, signature checks;
 //! - [`certs`]: X.509 chain validation and the binding of a certificate to a publisher.

@@ -14,6 +14,7 @@ use crate::config::{BlobBackend, Settings};
 use crate::db::Database;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
+use crate::signing::SigningTrust;
 
 /// Shared state; cheap to clone.
 #[derive(Clone)]
@@ -31,6 +32,8 @@ pub struct App {
     pub keys: KeyRing,
     /// The store's code-signing CA.
     pub ca: StoreCa,
+    /// Trust anchors and policy for developer signatures.
+    pub trust: SigningTrust,
     /// Token buckets for abuse-prone endpoints.
     pub limits: RateLimits,
     /// Prometheus metrics.
@@ -80,6 +83,7 @@ impl AppState {
             &format!("plugstore code signing CA ({})", settings.http.public_url),
         )
         .context("opening the store's CA (signing.ca_cert, signing.ca_key)")?;
+        let trust = SigningTrust::new(&ca, &settings.signing)?;
         let limits = RateLimits::new(&settings.rate_limits);
         let metrics = Metrics::new();
         let download_permits = Arc::new(Semaphore::new(
@@ -91,10 +95,17 @@ impl AppState {
             blobs,
             keys,
             ca,
+            trust,
             limits,
             metrics,
             download_permits,
         })))
+    }
+
+    /// Limits for reading uploaded packages (the format's defaults, capped by
+    /// `publish.max_package_bytes`).
+    pub fn package_limits(&self) -> plugstore_format::limits::PackageLimits {
+        plugstore_format::limits::PackageLimits::default()
     }
 
     /// Re-reads the JWT keys periodically so a rotation by another process (or replica) is

@@ -82,6 +82,8 @@ pub struct SubjectMappingSetting {
 pub struct PublishSettings {
     /// Largest package accepted, in bytes.
     pub max_package_bytes: u64,
+    /// Time an upload may take, in seconds (API calls have `http.request_timeout_secs`).
+    pub upload_timeout_secs: u64,
 }
 
 /// What to do with a version once its package and signature are valid.
@@ -266,6 +268,7 @@ impl Default for Settings {
             },
             publish: PublishSettings {
                 max_package_bytes: 512 * 1024 * 1024,
+                upload_timeout_secs: 900,
             },
             scan: ScanSettings {
                 policy: ScanPolicy::Publish,

@@ -46,6 +46,18 @@ pub enum ProblemKind {
     Unavailable,
     /// Anything unexpected. Details are only in the server log.
     Internal,
+    /// The package is malformed or breaks a package rule; `code` names the rule.
+    InvalidPackage,
+    /// `plugin.toml` names another plugin or version than the upload's URL.
+    ManifestMismatch,
+    /// The signature envelope is malformed or the signature does not verify.
+    InvalidSignature,
+    /// The signer's certificate chain is not trusted for this publisher; `code` says why.
+    UntrustedCertificate,
+    /// The version exists with different contents (version numbers are never reused).
+    VersionExists,
+    /// The upload ended before all its bytes arrived.
+    UploadTruncated,
 }
 
 impl ProblemKind {
@@ -66,13 +78,25 @@ impl ProblemKind {
             Self::Timeout => "timeout",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::InvalidPackage => "invalid-package",
+            Self::ManifestMismatch => "manifest-mismatch",
+            Self::InvalidSignature => "invalid-signature",
+            Self::UntrustedCertificate => "untrusted-certificate",
+            Self::VersionExists => "version-exists",
+            Self::UploadTruncated => "upload-truncated",
         }
     }
 
     /// The HTTP status this kind is answered with.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidInput
+            | Self::InvalidPackage
+            | Self::ManifestMismatch
+            | Self::InvalidSignature
+            | Self::UntrustedCertificate => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::VersionExists => StatusCode::CONFLICT,
+            Self::UploadTruncated => StatusCode::BAD_REQUEST,
             Self::Unauthorized | Self::InvalidCredentials | Self::RefreshTokenReused => {
                 StatusCode::UNAUTHORIZED
             }
@@ -105,11 +129,17 @@ impl ProblemKind {
             Self::Timeout => "Request timeout",
             Self::Unavailable => "Service unavailable",
             Self::Internal => "Internal server error",
+            Self::InvalidPackage => "Invalid package",
+            Self::ManifestMismatch => "Manifest does not match the upload",
+            Self::InvalidSignature => "Invalid signature",
+            Self::UntrustedCertificate => "Untrusted certificate",
+            Self::VersionExists => "Version exists",
+            Self::UploadTruncated => "Upload truncated",
         }
     }
 
     /// Every kind, for documentation and tests.
-    pub const ALL: [ProblemKind; 14] = [
+    pub const ALL: [ProblemKind; 20] = [
         Self::InvalidInput,
         Self::Unauthorized,
         Self::Forbidden,
@@ -124,6 +154,12 @@ impl ProblemKind {
         Self::Timeout,
         Self::Unavailable,
         Self::Internal,
+        Self::InvalidPackage,
+        Self::ManifestMismatch,
+        Self::InvalidSignature,
+        Self::UntrustedCertificate,
+        Self::VersionExists,
+        Self::UploadTruncated,
     ];
 }
 
@@ -140,6 +176,9 @@ pub struct Problem {
     /// What went wrong in this request, and what to do about it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A finer, stable reason within the type (e.g. `path-traversal`, `expired`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// Request id, to quote when reporting a server error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -151,6 +190,7 @@ pub struct ApiError {
     kind: ProblemKind,
     detail: Option<Cow<'static, str>>,
     retry_after_secs: Option<u64>,
+    code: Option<String>,
     /// The cause of an internal error; logged, never sent.
     source: Option<anyhow::Error>,
 }
@@ -165,6 +205,7 @@ impl ApiError {
             kind,
             detail: Some(detail.into()),
             retry_after_secs: None,
+            code: None,
             source: None,
         }
     }
@@ -211,6 +252,7 @@ impl ApiError {
             kind: ProblemKind::Internal,
             detail: None,
             retry_after_secs: None,
+            code: None,
             source: Some(cause.into()),
         }
     }
@@ -221,6 +263,12 @@ impl ApiError {
             source: Some(cause.into()),
             ..Self::new(ProblemKind::Unavailable, what)
         }
+    }
+
+    /// Adds a finer, stable reason within the problem type (the `code` member).
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
     }
 
     /// Asks the client to retry after `secs` (sent as `Retry-After`).
@@ -268,11 +316,22 @@ pub fn problem_response(
     detail: Option<String>,
     retry_after: Option<u64>,
 ) -> Response {
+    problem_response_with_code(kind, detail, None, retry_after)
+}
+
+/// [`problem_response`] with a `code` member.
+pub fn problem_response_with_code(
+    kind: ProblemKind,
+    detail: Option<String>,
+    code: Option<String>,
+    retry_after: Option<u64>,
+) -> Response {
     let body = Problem {
         problem_type: format!("/problems/{}", kind.slug()),
         title: kind.title().to_owned(),
         status: kind.status().as_u16(),
         detail,
+        code,
         request_id: None,
     };
     let mut response = (kind.status(), axum::Json(body)).into_response();
@@ -303,9 +362,10 @@ impl IntoResponse for ApiError {
                 tracing::warn!(error = %cause, kind = self.kind.slug(), "dependency error");
             }
         }
-        problem_response(
+        problem_response_with_code(
             self.kind,
             self.detail.map(Cow::into_owned),
+            self.code,
             self.retry_after_secs,
         )
     }

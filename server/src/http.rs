@@ -35,6 +35,20 @@ pub fn json_api_layers(router: Router<AppState>, settings: &Settings) -> Router<
         .layer(CompressionLayer::new())
 }
 
+/// Uploads stream their own bytes and enforce their own size limit.
+pub fn upload_layers(router: Router<AppState>) -> Router<AppState> {
+    router.layer(DefaultBodyLimit::disable())
+}
+
+/// Answers 408 when a handler runs longer than `secs` (minimum 1). Applied per route group,
+/// since uploads need far longer than API calls; `finish_problems` turns it into a problem.
+pub fn with_timeout(router: Router<AppState>, secs: u64) -> Router<AppState> {
+    router.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        Duration::from_secs(secs.max(1)),
+    ))
+}
+
 /// The interactive reference loads its script from a CDN, so it gets its own policy.
 pub fn docs_csp() -> SetResponseHeaderLayer<HeaderValue> {
     SetResponseHeaderLayer::overriding(
@@ -48,19 +62,14 @@ pub fn docs_csp() -> SetResponseHeaderLayer<HeaderValue> {
 /// Layers for every route, outermost last.
 pub fn common_layers(router: Router<AppState>, app: AppState) -> Router<AppState> {
     let settings = &app.settings;
-    let timeout = Duration::from_secs(settings.http.request_timeout_secs.max(1));
-    // Innermost first: a panic becomes a 500 and a slow handler a 408 before
-    // `finish_problems` turns both into problem documents and `track` counts them.
+    // Innermost first: a panic becomes a 500 (and a slow handler a 408, see `with_timeout`)
+    // before `finish_problems` turns it into a problem document and `track` counts it.
     let mut router = router
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
                 tracing::error!("handler panicked");
                 problem_response(ProblemKind::Internal, None, None)
             },
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
         ))
         .layer(middleware::from_fn(finish_problems))
         .layer(middleware::from_fn_with_state(

@@ -18,6 +18,8 @@ pub mod rate_limit;
 pub mod router;
 pub mod secrets;
 pub mod serve;
+pub mod signing;
+pub mod upload;
 
 pub use app::AppState;
 pub use config::Settings;

@@ -12,7 +12,9 @@ use utoipa_axum::routes;
 use utoipa_scalar::{Scalar, Servable};
 
 use crate::app::AppState;
-use crate::controllers::{admin, auth, blobs, certificates, ops, plugins, publishers, tokens};
+use crate::controllers::{
+    admin, auth, blobs, certificates, ops, plugins, publishers, tokens, versions,
+};
 use crate::http;
 
 #[derive(OpenApi)]
@@ -80,6 +82,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(plugins::get_plugin))
         .routes(routes!(plugins::list_versions))
         .routes(routes!(plugins::get_version))
+        .routes(routes!(versions::yank_version))
+        .routes(routes!(versions::unyank_version))
         // Administration
         .routes(routes!(admin::list_users))
         .routes(routes!(admin::update_user, admin::delete_user))
@@ -96,22 +100,34 @@ fn raw_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::jwks))
 }
 
+/// Uploads: streamed with their own size limit and a longer timeout.
+fn upload_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(versions::publish_version))
+}
+
 /// The OpenAPI document of every route.
 pub fn openapi() -> OpenApiDoc {
-    let (_, api) = api_routes().split_for_parts();
-    let (_, raw) = raw_routes().split_for_parts();
-    let mut doc = api;
-    doc.merge(raw);
+    let (_, mut doc) = api_routes().split_for_parts();
+    doc.merge(raw_routes().split_for_parts().1);
+    doc.merge(upload_routes().split_for_parts().1);
     doc
 }
 
 /// The complete service.
 pub fn build(app: AppState) -> Router {
-    let (api, api_doc) = api_routes().split_for_parts();
+    let (api, mut doc) = api_routes().split_for_parts();
     let (raw, raw_doc) = raw_routes().split_for_parts();
-    let mut doc = api_doc;
+    let (upload, upload_doc) = upload_routes().split_for_parts();
     doc.merge(raw_doc);
-    let api = http::json_api_layers(api, &app.settings);
+    doc.merge(upload_doc);
+    let settings = &app.settings;
+    let request_timeout = settings.http.request_timeout_secs;
+    let api = http::with_timeout(http::json_api_layers(api, settings), request_timeout);
+    let raw = http::with_timeout(raw, request_timeout);
+    let upload = http::with_timeout(
+        http::upload_layers(upload),
+        settings.publish.upload_timeout_secs,
+    );
     let docs = Router::<AppState>::new()
         .merge(Scalar::with_url("/docs", doc.clone()))
         .layer(http::docs_csp());
@@ -119,6 +135,7 @@ pub fn build(app: AppState) -> Router {
     let router = Router::new()
         .merge(api)
         .merge(raw)
+        .merge(upload)
         .route(
             "/openapi.json",
             get(move || async move {

@@ -9,6 +9,7 @@ pub mod ops;
 pub mod plugins;
 pub mod publishers;
 pub mod tokens;
+pub mod versions;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

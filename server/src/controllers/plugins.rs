@@ -221,7 +221,7 @@ async fn sees_all_states(app: &AppState, caller: &Caller, publisher_id: i64) -> 
     Ok(member.is_some())
 }
 
-fn version_view(app: &AppState, row: &sqlx::any::AnyRow) -> Result<VersionView, sqlx::Error> {
+pub fn version_view(app: &AppState, row: &sqlx::any::AnyRow) -> Result<VersionView, sqlx::Error> {
     let digest: String = row.try_get("package_digest")?;
     Ok(VersionView {
         row_id: row.try_get("id")?,

@@ -9,5 +9,6 @@ mod certificates;
 mod hygiene;
 mod matrix;
 mod plugins;
+mod publish;
 mod publishers;
 mod tokens;

@@ -165,6 +165,29 @@ fn rows() -> Vec<Row> {
             [401, 403, 403, 200, 403, 200],
         ),
         row(M::GET, "/ca.pem", "/ca.pem", None, public),
+        // Authorization is decided before the body is read: members get as far as being told
+        // the JSON body is not an upload (422), everyone else is stopped at 401/403.
+        row(
+            M::PUT,
+            "/api/v1/plugins/{publisher}/{name}/versions/{version}",
+            "/api/v1/plugins/acme/widget/versions/9.0.{i}",
+            Some(r#"{"not":"an upload"}"#),
+            [401, 403, 422, 422, 403, 422],
+        ),
+        row(
+            M::POST,
+            "/api/v1/plugins/{publisher}/{name}/versions/{version}/yank",
+            "/api/v1/plugins/acme/widget/versions/1.0.0/yank",
+            Some(r#"{"reason":"matrix"}"#),
+            [401, 403, 200, 200, 403, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/plugins/{publisher}/{name}/versions/{version}/unyank",
+            "/api/v1/plugins/acme/widget/versions/1.0.0/unyank",
+            Some(r#"{"reason":"matrix"}"#),
+            [401, 403, 200, 200, 403, 200],
+        ),
         row(
             M::GET,
             "/api/v1/plugins",
