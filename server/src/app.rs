@@ -102,8 +102,8 @@ impl AppState {
         })))
     }
 
-    /// Limits for reading uploaded packages (the format's defaults, capped by
-    /// `publish.max_package_bytes`).
+    /// Limits for reading uploaded packages: the format's defaults (entries, unpacked size,
+    /// manifest size, paths). The upload's own size is bounded by `publish.max_package_bytes`.
     pub fn package_limits(&self) -> plugstore_format::limits::PackageLimits {
         plugstore_format::limits::PackageLimits::default()
     }
