@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use plugstore_format::certs::fingerprint;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -70,17 +71,12 @@ pub struct StoreCa {
 impl std::fmt::Debug for StoreCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreCa")
-            .field("fingerprint", &hex::encode(fingerprint(&self.cert_der)))
+            .field(
+                "fingerprint",
+                &hex::encode(fingerprint(&self.cert_der).as_bytes()),
+            )
             .finish()
     }
-}
-
-/// SHA-256 of a DER certificate.
-pub fn fingerprint(der: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
 }
 
 fn read(path: &Path) -> Result<String, CaError> {
@@ -224,7 +220,7 @@ impl StoreCa {
             .map_err(|e| CaError::Issue(e.to_string()))?;
         let der = cert.der().to_vec();
         Ok(IssuedCertificate {
-            fingerprint_hex: hex::encode(fingerprint(&der)),
+            fingerprint_hex: hex::encode(fingerprint(&der).as_bytes()),
             pem: cert.pem(),
             der,
             serial_hex,

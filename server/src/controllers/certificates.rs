@@ -248,10 +248,7 @@ pub async fn revoke_certificate(
             Scope::ManagePublisher,
         )
         .await?;
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.len() > 500 {
-        return Err(ApiError::invalid("reason must be 1 to 500 characters"));
-    }
+    let reason = super::checked_reason(&body.reason)?;
     let fingerprint = path.fingerprint.to_ascii_lowercase();
     let changed = sqlx::query(
         "UPDATE certificates SET revoked_at = $1, revoked_by = $2, revoked_reason = $3 \

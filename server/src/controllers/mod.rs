@@ -118,6 +118,20 @@ pub struct PluginPath {
     pub name: String,
 }
 
+/// Longest reason a person may give for a state change (yank, revocation, …).
+pub const MAX_REASON_LEN: usize = 500;
+
+/// A trimmed, non-empty reason of at most [`MAX_REASON_LEN`] bytes.
+pub fn checked_reason(reason: &str) -> ApiResult<&str> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.len() > MAX_REASON_LEN {
+        return Err(ApiError::invalid(format!(
+            "reason must be 1 to {MAX_REASON_LEN} characters"
+        )));
+    }
+    Ok(reason)
+}
+
 /// Renders a Unix timestamp as RFC 3339 for responses.
 pub fn rfc3339(unix: i64) -> String {
     let secs = unix.rem_euclid(86_400);

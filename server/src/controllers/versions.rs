@@ -431,7 +431,8 @@ async fn insert_version(
             .fetch_one(&mut *tx)
             .await?;
     let signer = &accepted.signer;
-    let fingerprint = signer.leaf_fingerprint.to_string();
+    // Certificates are named by bare hex SHA-256 throughout the database.
+    let fingerprint = hex::encode(signer.leaf_fingerprint.as_bytes());
     sqlx::query(
         "INSERT INTO certificates (publisher_id, fingerprint, serial, subject, issuer, not_before, not_after, origin, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'external', $8) ON CONFLICT (fingerprint) DO NOTHING",
@@ -502,10 +503,7 @@ async fn change_state(
         .require_publisher(app, &path.publisher, MemberRole::Maintainer, Scope::Yank)
         .await?;
     require_plugin_scope(&me, &path.name)?;
-    let reason = reason.trim();
-    if reason.is_empty() || reason.len() > 500 {
-        return Err(ApiError::invalid("reason must be 1 to 500 characters"));
-    }
+    let reason = super::checked_reason(reason)?;
     let current = find_version(app, &path.publisher, &path.name, &path.version).await?;
     if current.state == to {
         return Ok(Json(current));

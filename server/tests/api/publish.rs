@@ -264,7 +264,10 @@ both_stacks! {
         let blob = app.get(&format!("/blobs/sha256/{}", digest.to_hex()), None).await;
         assert_eq!(blob.body.as_ref(), &pkg[..], "the stored bytes are the uploaded package");
         let signer_row: String = sqlx::query_scalar("SELECT signer_fingerprint FROM plugin_versions").fetch_one(&app.app.db.pool).await.unwrap();
-        assert_eq!(signer_row, format!("sha256:{}", signer.fingerprint));
+        assert_eq!(signer_row, signer.fingerprint);
+        // The store-issued certificate is known once, not again as an external one.
+        let certificates: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM certificates").fetch_one(&app.app.db.pool).await.unwrap();
+        assert_eq!(certificates, 1);
 
         // Retrying the same upload is idempotent.
         let again = upload(&app, &owner.access, "acme/hello", "1.0.0", upload_body(&envelope, &pkg)).await;
@@ -651,4 +654,49 @@ mod third_party_ca {
             .json();
         assert_eq!(listed[0]["origin"], "external");
     }
+}
+
+#[tokio::test]
+async fn publishing_is_rate_limited_per_user_and_per_publisher() {
+    let app = TestApp::start_with(Stack::Embedded, |s| {
+        s.rate_limits.publish_per_hour_per_user = 2;
+        s.rate_limits.publish_per_hour_per_publisher = 3;
+    })
+    .await
+    .unwrap();
+    let (owner, signer) = publisher_with_signer(&app).await;
+    let helper = app.signup("helper").await;
+    app.call(
+        Method::PUT,
+        "/api/v1/publishers/acme/members/helper",
+        Some(&owner.access),
+        Some(json!({"role": "maintainer"})),
+    )
+    .await;
+    let publish = |token: String, version: &'static str| {
+        let app = &app;
+        let pkg = package("acme/hello", version, version.as_bytes());
+        let env = signer.envelope("acme/hello", version, PackageDigest::of(&pkg));
+        async move { upload(app, &token, "acme/hello", version, upload_body(&env, &pkg)).await }
+    };
+    assert_eq!(
+        publish(owner.access.clone(), "1.0.0").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        publish(owner.access.clone(), "1.0.1").await.status,
+        StatusCode::CREATED
+    );
+    let by_user = publish(owner.access.clone(), "1.0.2").await;
+    assert_eq!(by_user.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(by_user.header("retry-after").is_some());
+    // Another member still has their own allowance, until the publisher's runs out.
+    assert_eq!(
+        publish(helper.access.clone(), "1.0.2").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        publish(helper.access.clone(), "1.0.3").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
