@@ -200,8 +200,10 @@ pub struct AuthSettings {
 pub struct RateLimitSettings {
     /// Registrations per hour.
     pub register_per_hour: u32,
-    /// Login and refresh attempts per minute.
+    /// Password login attempts per minute.
     pub login_per_minute: u32,
+    /// Refresh-token exchanges per minute.
+    pub refresh_per_minute: u32,
     /// API-token creations per hour.
     pub token_create_per_hour: u32,
     /// Uploads per hour by one user.
@@ -251,6 +253,7 @@ impl Default for Settings {
             rate_limits: RateLimitSettings {
                 register_per_hour: 20,
                 login_per_minute: 10,
+                refresh_per_minute: 120,
                 token_create_per_hour: 30,
                 publish_per_hour_per_user: 60,
                 publish_per_hour_per_publisher: 200,

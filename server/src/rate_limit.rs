@@ -51,8 +51,11 @@ impl Bucket<IpAddr> {
 pub struct RateLimits {
     /// Account registration.
     pub register: Bucket,
-    /// Login and token refresh.
+    /// Password logins.
     pub login: Bucket,
+    /// Refresh-token exchanges: every CLI command makes one, so the allowance is larger than
+    /// for password guesses.
+    pub refresh: Bucket,
     /// API token creation.
     pub token_create: Bucket,
     /// Uploads by one user (keyed by user id).
@@ -67,6 +70,7 @@ impl RateLimits {
         Self {
             register: Bucket::new(Duration::from_secs(3600), s.register_per_hour),
             login: Bucket::new(Duration::from_secs(60), s.login_per_minute),
+            refresh: Bucket::new(Duration::from_secs(60), s.refresh_per_minute),
             token_create: Bucket::new(Duration::from_secs(3600), s.token_create_per_hour),
             publish_by_user: Bucket::new(Duration::from_secs(3600), s.publish_per_hour_per_user),
             publish_by_publisher: Bucket::new(
@@ -78,7 +82,12 @@ impl RateLimits {
 
     /// Drops idle buckets so the key maps do not grow without bound.
     pub fn shrink(&self) {
-        for bucket in [&self.register, &self.login, &self.token_create] {
+        for bucket in [
+            &self.register,
+            &self.login,
+            &self.refresh,
+            &self.token_create,
+        ] {
             bucket.shrink();
         }
         self.publish_by_user.shrink();

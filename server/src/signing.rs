@@ -40,7 +40,7 @@ impl SigningTrust {
             let anchor_fingerprint = match &mapping.anchor_sha256 {
                 Some(hex) => Some(hex.parse::<CertFingerprint>().map_err(|_| {
                     anyhow::anyhow!(
-                        "signing.subject_mappings: anchor_sha256 `{hex}` is not 64 hex digits"
+                        "signing.subject_mappings: anchor_sha256 `{hex}` is not a SHA-256 fingerprint (64 hex digits, optionally colon-separated as openssl prints it)"
                     )
                 })?),
                 None => None,

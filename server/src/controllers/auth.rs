@@ -269,7 +269,7 @@ pub async fn refresh(
     client: ClientIp,
     Json(body): Json<RefreshRequest>,
 ) -> ApiResult<Json<SessionTokens>> {
-    app.limits.login.check(client)?;
+    app.limits.refresh.check(client)?;
     let now = db::now();
     let refused = || ApiError::unauthorized("the refresh token is not valid; sign in again");
     let reused = || {
