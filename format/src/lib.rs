@@ -9,6 +9,7 @@
 //! - [`signing`]: the canonical signing payload, the signature envelope, signature checks;
 //! - [`certs`]: X.509 chain validation and the binding of a certificate to a publisher.
 
+pub mod abi;
 pub mod certs;
 pub mod digest;
 pub mod limits;

@@ -34,6 +34,8 @@ pub struct App {
     pub ca: StoreCa,
     /// Trust anchors and policy for developer signatures.
     pub trust: SigningTrust,
+    /// SHA-256 (hex) of the secret scan workers authenticate with.
+    pub worker_token_hash: String,
     /// Token buckets for abuse-prone endpoints.
     pub limits: RateLimits,
     /// Prometheus metrics.
@@ -84,6 +86,7 @@ impl AppState {
         )
         .context("opening the store's CA (signing.ca_cert, signing.ca_key)")?;
         let trust = SigningTrust::new(&ca, &settings.signing)?;
+        let worker_token_hash = crate::secrets::sha256_hex(&worker_token(&settings)?);
         let limits = RateLimits::new(&settings.rate_limits);
         let metrics = Metrics::new();
         let download_permits = Arc::new(Semaphore::new(
@@ -96,6 +99,7 @@ impl AppState {
             keys,
             ca,
             trust,
+            worker_token_hash,
             limits,
             metrics,
             download_permits,
@@ -122,4 +126,28 @@ impl AppState {
             }
         });
     }
+}
+
+/// The scan workers' secret: `scan.worker_token`, or one generated once into
+/// `<data_dir>/keys/worker-token` (0600) for workers on the same host.
+pub fn worker_token(settings: &Settings) -> anyhow::Result<String> {
+    if !settings.scan.worker_token.is_empty() {
+        return Ok(settings.scan.worker_token.clone());
+    }
+    let path = settings.data_dir.join("keys/worker-token");
+    if path.exists() {
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the scan worker token {}", path.display()))?;
+        let token = token.trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "{} is empty; delete it to generate a new token",
+            path.display()
+        );
+        return Ok(token.to_owned());
+    }
+    let token = format!("psw_{}", crate::secrets::random_token(32));
+    crate::secrets::write_private_file(&path, token.as_bytes())
+        .with_context(|| format!("writing the scan worker token {}", path.display()))?;
+    Ok(token)
 }

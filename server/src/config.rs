@@ -94,14 +94,26 @@ pub enum ScanPolicy {
     Publish,
     /// Hold every version for a reviewer.
     Review,
+    /// Queue a scan; workers' reports decide (see [`ScanSettings`]).
+    Scan,
 }
 
 /// Scan settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScanSettings {
-    /// `publish` or `review`.
+    /// `publish`, `review` or `scan`.
     pub policy: ScanPolicy,
+    /// Secret scan workers present to the internal API. Empty: generated once into
+    /// `<data_dir>/keys/worker-token` (0600), where a worker on the same host reads it.
+    pub worker_token: String,
+    /// How long a claimed job stays with its worker without a heartbeat.
+    pub lease_secs: u64,
+    /// Claims of one job before it gives up and the version goes to review as `scan_failed`.
+    pub max_attempts: u32,
+    /// Hold the first version of a new plugin for review even when its scan is clean (as
+    /// Mozilla's add-on store does).
+    pub first_version_review: bool,
 }
 
 /// HTTP listener settings.
@@ -275,6 +287,10 @@ impl Default for Settings {
             },
             scan: ScanSettings {
                 policy: ScanPolicy::Publish,
+                worker_token: String::new(),
+                lease_secs: 300,
+                max_attempts: 3,
+                first_version_review: true,
             },
         }
     }
@@ -295,7 +311,11 @@ impl Default for HttpSettings {
 }
 
 /// Keys whose values are never printed.
-const SECRET_KEYS: &[&str] = &["blobs.s3.secret_access_key", "database.url"];
+const SECRET_KEYS: &[&str] = &[
+    "blobs.s3.secret_access_key",
+    "database.url",
+    "scan.worker_token",
+];
 
 /// Where an effective value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -576,6 +596,12 @@ impl Settings {
             return Err(bad(
                 "auth.api_token_default_ttl_days",
                 "must be at least 1 and at most auth.api_token_max_ttl_days",
+            ));
+        }
+        if self.scan.lease_secs < 10 || self.scan.max_attempts == 0 {
+            return Err(bad(
+                "scan.lease_secs",
+                "leases must last at least 10 seconds and scan.max_attempts be at least 1",
             ));
         }
         if !(1..=825).contains(&self.signing.certificate_lifetime_days) {

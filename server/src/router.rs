@@ -13,7 +13,7 @@ use utoipa_scalar::{Scalar, Servable};
 
 use crate::app::AppState;
 use crate::controllers::{
-    admin, auth, blobs, certificates, ops, plugins, publishers, tokens, versions,
+    admin, auth, blobs, certificates, ops, plugins, publishers, scan_jobs, tokens, versions,
 };
 use crate::http;
 
@@ -30,6 +30,7 @@ use crate::http;
         (name = "blobs", description = "Content-addressed downloads"),
         (name = "admin", description = "Store administration"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "internal", description = "For scan workers, with the worker token"),
     )
 )]
 struct ApiDoc;
@@ -45,6 +46,15 @@ impl utoipa::Modify for BearerAuth {
                 Http::builder()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT or pst_ API token")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "worker",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("scan worker token")
                     .build(),
             ),
         );
@@ -84,6 +94,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(plugins::get_version))
         .routes(routes!(versions::yank_version))
         .routes(routes!(versions::unyank_version))
+        // Scan workers (internal, worker token)
+        .routes(routes!(scan_jobs::claim_scan_job))
+        .routes(routes!(scan_jobs::heartbeat_scan_job))
+        .routes(routes!(scan_jobs::report_scan_job))
+        .routes(routes!(scan_jobs::fail_scan_job))
         // Administration
         .routes(routes!(admin::list_users))
         .routes(routes!(admin::update_user, admin::delete_user))

@@ -8,6 +8,7 @@ pub mod certificates;
 pub mod ops;
 pub mod plugins;
 pub mod publishers;
+pub mod scan_jobs;
 pub mod tokens;
 pub mod versions;
 

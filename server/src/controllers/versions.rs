@@ -182,6 +182,7 @@ pub async fn publish_version(
     let state = match app.settings.scan.policy {
         ScanPolicy::Publish => "published",
         ScanPolicy::Review => "pending_review",
+        ScanPolicy::Scan => "scanning",
     };
     insert_version(
         &app,
@@ -463,6 +464,18 @@ async fn insert_version(
     .bind(me.user_id)
     .execute(&mut *tx)
     .await?;
+    if inserted.rows_affected() == 1 && state == "scanning" {
+        // Queued in the same transaction: a version never waits in `scanning` without a job.
+        sqlx::query(
+            "INSERT INTO scan_jobs (version_id, state, created_at, updated_at) \
+             SELECT id, 'queued', $1, $1 FROM plugin_versions WHERE plugin_id = $2 AND version = $3",
+        )
+        .bind(now)
+        .bind(plugin_id)
+        .bind(version.to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     if inserted.rows_affected() == 1 {
         let target = format!("version:{}/{name}@{version}", manifest.id().publisher());

@@ -11,4 +11,5 @@ mod matrix;
 mod plugins;
 mod publish;
 mod publishers;
+mod scanning;
 mod tokens;

@@ -165,6 +165,35 @@ fn rows() -> Vec<Row> {
             [401, 403, 403, 200, 403, 200],
         ),
         row(M::GET, "/ca.pem", "/ca.pem", None, public),
+        // The scan queue takes the worker token only; no user credential opens it.
+        row(
+            M::POST,
+            "/internal/v1/scan-jobs/claim",
+            "/internal/v1/scan-jobs/claim",
+            Some(r#"{"worker":"w"}"#),
+            [401; 6],
+        ),
+        row(
+            M::POST,
+            "/internal/v1/scan-jobs/{id}/heartbeat",
+            "/internal/v1/scan-jobs/1/heartbeat",
+            Some(r#"{"worker":"w"}"#),
+            [401; 6],
+        ),
+        row(
+            M::POST,
+            "/internal/v1/scan-jobs/{id}/report",
+            "/internal/v1/scan-jobs/1/report",
+            Some(r#"{"worker":"w","findings":[],"scanner_version":"x","duration_ms":1}"#),
+            [401; 6],
+        ),
+        row(
+            M::POST,
+            "/internal/v1/scan-jobs/{id}/fail",
+            "/internal/v1/scan-jobs/1/fail",
+            Some(r#"{"worker":"w","error":"x"}"#),
+            [401; 6],
+        ),
         // Authorization is decided before the body is read: members get as far as being told
         // the JSON body is not an upload (422), everyone else is stopped at 401/403.
         row(

@@ -1,0 +1,432 @@
+//! Findings and the scan report, as posted to the server in JSON.
+//!
+//! Everything in a report can come from a hostile package (names, strings, evidence), and a
+//! report is shown to reviewers and stored: every text field is bounded and stripped of
+//! control characters, and the number of findings is bounded per rule and per report. Counts
+//! of what was left out are kept, so nothing disappears silently.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{self, Rule};
+
+/// Most characters of a finding's evidence.
+pub const MAX_EVIDENCE_CHARS: usize = 256;
+/// Most characters of a finding's message.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+/// Most characters of a finding's location.
+pub const MAX_LOCATION_CHARS: usize = 256;
+/// Most findings of one rule in a report; the most severe are kept.
+pub const MAX_FINDINGS_PER_RULE: usize = 20;
+/// Most findings in a report (plus one note counting what was left out); the most severe
+/// are kept.
+pub const MAX_FINDINGS_PER_REPORT: usize = 500;
+
+/// The scanner's name and version, recorded in every report.
+pub const SCANNER_VERSION: &str = concat!("plugstore-scanner/", env!("CARGO_PKG_VERSION"));
+
+/// How much a finding matters to the verdict. Ordered from `Info` to `Critical`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Inventory and context; never affects the verdict.
+    Info,
+    /// Worth a look; common in benign plugins.
+    Low,
+    /// Unusual for a plugin; a reviewer should know.
+    Medium,
+    /// Likely dangerous or broken; sends the version to review.
+    High,
+    /// Malicious or unusable; rejects the version.
+    Critical,
+}
+
+impl Severity {
+    /// The lowercase name used in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// One thing the scanner noticed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable rule id from [`rules`], such as `wasm.undeclared-capability`.
+    pub rule: String,
+    /// How much it matters.
+    pub severity: Severity,
+    /// What was found, in a sentence.
+    pub message: String,
+    /// The offending bytes or names, bounded to [`MAX_EVIDENCE_CHARS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+    /// Where: file path and section, segment or offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+impl Finding {
+    /// A finding of `rule` at the rule's default severity.
+    pub fn new(rule: &Rule, message: impl AsRef<str>) -> Self {
+        Self {
+            rule: rule.id.to_owned(),
+            severity: rule.severity,
+            message: bounded_text(message.as_ref(), MAX_MESSAGE_CHARS),
+            evidence: None,
+            location: None,
+        }
+    }
+
+    /// Overrides the rule's default severity.
+    pub fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
+    /// Attaches evidence, bounded and sanitised.
+    pub fn with_evidence(mut self, evidence: impl AsRef<str>) -> Self {
+        self.evidence = Some(bounded_text(evidence.as_ref(), MAX_EVIDENCE_CHARS));
+        self
+    }
+
+    /// Attaches evidence from raw bytes: printable ASCII kept, everything else escaped.
+    pub fn with_evidence_bytes(self, evidence: &[u8]) -> Self {
+        // Bound before escaping, so a huge match costs no more than the evidence kept.
+        let head = &evidence[..evidence.len().min(MAX_EVIDENCE_CHARS * 2)];
+        let mut text = head.escape_ascii().to_string();
+        if head.len() < evidence.len() {
+            text.push('…');
+        }
+        self.with_evidence(text)
+    }
+
+    /// Attaches a location.
+    pub fn with_location(mut self, location: impl AsRef<str>) -> Self {
+        self.location = Some(bounded_text(location.as_ref(), MAX_LOCATION_CHARS));
+        self
+    }
+
+    /// Prefixes the location with the file it is in (`plugin.wasm: data segment 2 …`).
+    pub fn in_file(mut self, path: &str) -> Self {
+        let location = match self.location.take() {
+            Some(inner) => format!("{path}: {inner}"),
+            None => path.to_owned(),
+        };
+        self.with_location(location)
+    }
+}
+
+/// `text` with control characters escaped and cut to `max_chars` characters (the cut marked
+/// with `…`), so that it is safe to store, log and show.
+pub fn bounded_text(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars * 2));
+    for (count, c) in text.chars().enumerate() {
+        if count >= max_chars {
+            out.pop();
+            out.push('…');
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Numbers, names and lists measured during a scan, by dotted name (`wasm.imports.count`).
+pub type Metrics = BTreeMap<String, serde_json::Value>;
+
+/// What a static analyzer returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StaticAnalysis {
+    /// Findings, bounded per rule.
+    pub findings: Vec<Finding>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl StaticAnalysis {
+    /// Runs an analyzer that adds to a collector and to metrics, and gathers what it found.
+    pub(crate) fn collect(analyzer: impl FnOnce(&mut FindingCollector, &mut Metrics)) -> Self {
+        let mut findings = FindingCollector::new();
+        let mut metrics = Metrics::new();
+        analyzer(&mut findings, &mut metrics);
+        Self {
+            findings: findings.into_findings(),
+            metrics,
+        }
+    }
+
+    /// The most severe finding's severity, if there is any finding.
+    pub fn max_severity(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+
+    /// Whether a finding of `rule` is present.
+    pub fn has(&self, rule: &Rule) -> bool {
+        self.findings.iter().any(|f| f.rule == rule.id)
+    }
+}
+
+/// The result of scanning one package version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScanReport {
+    /// Findings, most severe first, bounded by [`MAX_FINDINGS_PER_RULE`] and
+    /// [`MAX_FINDINGS_PER_REPORT`].
+    pub findings: Vec<Finding>,
+    /// Metrics of every analyzer that ran.
+    pub metrics: Metrics,
+    /// [`SCANNER_VERSION`] of the scanner that wrote the report.
+    pub scanner_version: String,
+    /// Wall time of the scan, in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl ScanReport {
+    /// The most severe finding's severity, if there is any finding.
+    pub fn max_severity(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+
+    /// The findings of `rule`.
+    pub fn findings_of<'a>(&'a self, rule: &'a Rule) -> impl Iterator<Item = &'a Finding> + 'a {
+        self.findings.iter().filter(move |f| f.rule == rule.id)
+    }
+}
+
+/// Gathers findings while keeping at most `per_rule` of each rule, preferring the most
+/// severe, and counting the rest.
+#[derive(Debug)]
+pub struct FindingCollector {
+    per_rule: usize,
+    next_sequence: u64,
+    rules: BTreeMap<String, RuleBucket>,
+}
+
+#[derive(Debug, Default)]
+struct RuleBucket {
+    /// Kept findings with their arrival order.
+    kept: Vec<(u64, Finding)>,
+    omitted: u64,
+}
+
+impl Default for FindingCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FindingCollector {
+    /// A collector keeping [`MAX_FINDINGS_PER_RULE`] findings per rule.
+    pub fn new() -> Self {
+        Self::with_per_rule_limit(MAX_FINDINGS_PER_RULE)
+    }
+
+    /// A collector keeping `per_rule` findings per rule.
+    pub fn with_per_rule_limit(per_rule: usize) -> Self {
+        Self {
+            per_rule,
+            next_sequence: 0,
+            rules: BTreeMap::new(),
+        }
+    }
+
+    /// Whether a finding of `rule` at `severity` would be kept; lets a caller skip building
+    /// evidence for findings that would only be counted.
+    pub fn wants(&self, rule: &Rule, severity: Severity) -> bool {
+        match self.rules.get(rule.id) {
+            None => self.per_rule > 0,
+            Some(bucket) => {
+                bucket.kept.len() < self.per_rule
+                    || bucket.kept.iter().any(|(_, kept)| kept.severity < severity)
+            }
+        }
+    }
+
+    /// Counts a finding of `rule` that was not built because [`Self::wants`] said no.
+    pub fn count_omitted(&mut self, rule: &Rule) {
+        self.rules.entry(rule.id.to_owned()).or_default().omitted += 1;
+    }
+
+    /// Adds a finding, evicting a less severe one of the same rule when the rule is full.
+    pub fn push(&mut self, finding: Finding) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let bucket = self.rules.entry(finding.rule.clone()).or_default();
+        if bucket.kept.len() < self.per_rule {
+            bucket.kept.push((sequence, finding));
+            return;
+        }
+        bucket.omitted += 1;
+        let weakest = bucket
+            .kept
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (seq, kept))| (kept.severity, std::cmp::Reverse(*seq)))
+            .map(|(at, (_, kept))| (at, kept.severity));
+        if let Some((at, severity)) = weakest
+            && severity < finding.severity
+        {
+            bucket.kept[at] = (sequence, finding);
+        }
+    }
+
+    /// Adds findings in order.
+    pub fn extend(&mut self, findings: impl IntoIterator<Item = Finding>) {
+        for finding in findings {
+            self.push(finding);
+        }
+    }
+
+    /// Moves `other`'s findings and omission counts into this collector, passing each
+    /// finding through `adjust` (to prefix its location with a file, say).
+    pub fn merge(&mut self, other: FindingCollector, adjust: impl Fn(Finding) -> Finding) {
+        let mut kept = Vec::new();
+        for (rule, bucket) in other.rules {
+            if bucket.omitted > 0 {
+                self.rules.entry(rule).or_default().omitted += bucket.omitted;
+            }
+            kept.extend(bucket.kept);
+        }
+        kept.sort_by_key(|(sequence, _)| *sequence);
+        for (_, finding) in kept {
+            self.push(adjust(finding));
+        }
+    }
+
+    /// Total findings left out so far.
+    pub fn omitted(&self) -> u64 {
+        self.rules.values().map(|bucket| bucket.omitted).sum()
+    }
+
+    /// The kept findings, most severe first and otherwise in arrival order, cut to
+    /// [`MAX_FINDINGS_PER_REPORT`], followed by one [`rules::SCANNER_FINDINGS_OMITTED`] note
+    /// when anything was left out.
+    pub fn into_findings(self) -> Vec<Finding> {
+        let mut omitted_by_rule: Vec<(String, u64)> = Vec::new();
+        let mut kept: Vec<(u64, Finding)> = Vec::new();
+        for (rule, bucket) in self.rules {
+            if bucket.omitted > 0 {
+                omitted_by_rule.push((rule, bucket.omitted));
+            }
+            kept.extend(bucket.kept);
+        }
+        kept.sort_by_key(|(sequence, finding)| (std::cmp::Reverse(finding.severity), *sequence));
+        if kept.len() > MAX_FINDINGS_PER_REPORT {
+            for (_, dropped) in kept.drain(MAX_FINDINGS_PER_REPORT..) {
+                match omitted_by_rule
+                    .iter_mut()
+                    .find(|(rule, _)| *rule == dropped.rule)
+                {
+                    Some((_, count)) => *count += 1,
+                    None => omitted_by_rule.push((dropped.rule, 1)),
+                }
+            }
+        }
+        let mut findings: Vec<Finding> = kept.into_iter().map(|(_, finding)| finding).collect();
+        if !omitted_by_rule.is_empty() {
+            let total: u64 = omitted_by_rule.iter().map(|(_, count)| count).sum();
+            let detail = omitted_by_rule
+                .iter()
+                .map(|(rule, count)| format!("{rule}: {count}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            findings.push(
+                Finding::new(
+                    &rules::SCANNER_FINDINGS_OMITTED,
+                    format!("{total} findings were left out of this report"),
+                )
+                .with_evidence(detail),
+            );
+        }
+        findings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{WASM_STRINGS_IPV4, WASM_STRINGS_URL};
+
+    #[test]
+    fn text_is_bounded_and_sanitised() {
+        assert_eq!(bounded_text("abc", 3), "abc");
+        assert_eq!(bounded_text("abcd", 3), "ab…");
+        assert_eq!(bounded_text("a\nb\u{1b}", 10), "a\\nb\\u{1b}");
+        assert_eq!(bounded_text("ééééé", 4), "ééé…");
+        let finding = Finding::new(&WASM_STRINGS_URL, "x").with_evidence_bytes(b"http://a\x00\xff");
+        assert_eq!(finding.evidence.as_deref(), Some("http://a\\x00\\xff"));
+        let long = vec![b'a'; 10_000];
+        let finding = Finding::new(&WASM_STRINGS_URL, "x").with_evidence_bytes(&long);
+        assert_eq!(
+            finding.evidence.as_deref().map(|e| e.chars().count()),
+            Some(MAX_EVIDENCE_CHARS)
+        );
+    }
+
+    #[test]
+    fn severity_orders_and_serialises() {
+        assert!(Severity::Info < Severity::Low && Severity::High < Severity::Critical);
+        assert_eq!(
+            serde_json::to_string(&Severity::Critical).unwrap(),
+            "\"critical\""
+        );
+        let finding = Finding::new(&WASM_STRINGS_URL, "a URL").with_location("data segment 0");
+        let json = serde_json::to_value(&finding).unwrap();
+        assert_eq!(json["rule"], "wasm.strings.url");
+        assert_eq!(json["severity"], "low");
+        assert!(json.get("evidence").is_none());
+        assert_eq!(serde_json::from_value::<Finding>(json).unwrap(), finding);
+    }
+
+    #[test]
+    fn collector_keeps_the_most_severe_per_rule_and_counts_the_rest() {
+        let mut collector = FindingCollector::with_per_rule_limit(2);
+        for n in 0..5 {
+            collector.push(Finding::new(&WASM_STRINGS_IPV4, format!("low {n}")));
+        }
+        assert!(!collector.wants(&WASM_STRINGS_IPV4, Severity::Low));
+        assert!(collector.wants(&WASM_STRINGS_IPV4, Severity::Medium));
+        collector.push(Finding::new(&WASM_STRINGS_IPV4, "medium").with_severity(Severity::Medium));
+        collector.push(Finding::new(&WASM_STRINGS_URL, "url"));
+        assert_eq!(collector.omitted(), 4);
+        let findings = collector.into_findings();
+        let messages: Vec<_> = findings.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "medium",
+                "low 0",
+                "url",
+                "4 findings were left out of this report"
+            ]
+        );
+        assert_eq!(
+            findings.last().and_then(|f| f.evidence.as_deref()),
+            Some("wasm.strings.ipv4: 4")
+        );
+    }
+
+    #[test]
+    fn reports_are_bounded() {
+        let mut collector = FindingCollector::with_per_rule_limit(usize::MAX);
+        for n in 0..MAX_FINDINGS_PER_REPORT + 3 {
+            collector.push(Finding::new(&WASM_STRINGS_URL, format!("{n}")));
+        }
+        let findings = collector.into_findings();
+        assert_eq!(findings.len(), MAX_FINDINGS_PER_REPORT + 1);
+        assert_eq!(
+            findings.last().map(|f| f.rule.as_str()),
+            Some("scanner.findings-omitted")
+        );
+    }
+}
