@@ -9,11 +9,14 @@
 //! - [`static_wasm`]: WebAssembly validation with the ABI's feature set, imports against the
 //!   declared capabilities, ABI exports, limits, embedded strings and entropy;
 //! - [`static_pe`]: native binaries against their targets, and Windows PE files in depth;
+//! - [`isolation`]: the analysis child process, its resource limits and how its end is
+//!   classified; the `plugstore-scanner` binary's `worker` and `analyze` commands use it;
 //! - [`findings`]: findings, severities and the bounded report; [`rules`]: the catalogue of
 //!   rule ids; [`limits`]: the thresholds.
 
 pub mod entropy;
 pub mod findings;
+pub mod isolation;
 pub mod limits;
 pub mod rules;
 pub mod static_pe;

@@ -307,6 +307,21 @@ pub const SCANNER_FINDINGS_OMITTED: Rule = rule(
     "findings beyond the per-rule or per-report limit were counted but left out",
 );
 
+/// The analysis child was killed by a signal or its memory limit, or panicked. The worker
+/// reports this rather than retrying: a package that reliably crashes the analyzer is
+/// suspicious in itself (a decompression bomb, a parser attack), and a reviewer decides.
+pub const SCANNER_ANALYSIS_CRASHED: Rule = rule(
+    "scanner.analysis-crashed",
+    High,
+    "the analysis of the package crashed or exceeded its memory limit",
+);
+/// The analysis child used up its CPU-time limit or ran past the wall-clock timeout.
+pub const SCANNER_ANALYSIS_TIMEOUT: Rule = rule(
+    "scanner.analysis-timeout",
+    High,
+    "the analysis of the package exceeded its CPU-time limit or wall-clock timeout",
+);
+
 /// Every rule, in catalogue order.
 pub const ALL: &[Rule] = &[
     PACKAGE_ENTRY_MISSING,
@@ -355,6 +370,8 @@ pub const ALL: &[Rule] = &[
     PE_UNSIGNED,
     PE_AUTHENTICODE_PRESENT,
     SCANNER_FINDINGS_OMITTED,
+    SCANNER_ANALYSIS_CRASHED,
+    SCANNER_ANALYSIS_TIMEOUT,
 ];
 
 /// The rule with this id, if the catalogue has it.

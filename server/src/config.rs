@@ -114,6 +114,9 @@ pub struct ScanSettings {
     /// Hold the first version of a new plugin for review even when its scan is clean (as
     /// Mozilla's add-on store does).
     pub first_version_review: bool,
+    /// With `policy = "scan"`, run one `plugstore-scanner worker` (found next to the server
+    /// binary) as a child process.
+    pub embedded_worker: bool,
 }
 
 /// HTTP listener settings.
@@ -222,6 +225,8 @@ pub struct RateLimitSettings {
     pub publish_per_hour_per_user: u32,
     /// Uploads per hour into one publisher.
     pub publish_per_hour_per_publisher: u32,
+    /// Abuse reports per hour by one user.
+    pub abuse_reports_per_hour: u32,
 }
 
 /// Log output settings.
@@ -269,6 +274,7 @@ impl Default for Settings {
                 token_create_per_hour: 30,
                 publish_per_hour_per_user: 60,
                 publish_per_hour_per_publisher: 200,
+                abuse_reports_per_hour: 20,
             },
             log: LogSettings {
                 format: "text".into(),
@@ -291,6 +297,7 @@ impl Default for Settings {
                 lease_secs: 300,
                 max_attempts: 3,
                 first_version_review: true,
+                embedded_worker: true,
             },
         }
     }

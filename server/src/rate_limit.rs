@@ -62,6 +62,8 @@ pub struct RateLimits {
     pub publish_by_user: Bucket<i64>,
     /// Uploads into one publisher (keyed by publisher id).
     pub publish_by_publisher: Bucket<i64>,
+    /// Abuse reports by one user (keyed by user id).
+    pub abuse_reports_by_user: Bucket<i64>,
 }
 
 impl RateLimits {
@@ -77,6 +79,7 @@ impl RateLimits {
                 Duration::from_secs(3600),
                 s.publish_per_hour_per_publisher,
             ),
+            abuse_reports_by_user: Bucket::new(Duration::from_secs(3600), s.abuse_reports_per_hour),
         }
     }
 
@@ -92,6 +95,7 @@ impl RateLimits {
         }
         self.publish_by_user.shrink();
         self.publish_by_publisher.shrink();
+        self.abuse_reports_by_user.shrink();
     }
 }
 

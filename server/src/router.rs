@@ -13,7 +13,8 @@ use utoipa_scalar::{Scalar, Servable};
 
 use crate::app::AppState;
 use crate::controllers::{
-    admin, auth, blobs, certificates, ops, plugins, publishers, scan_jobs, tokens, versions,
+    admin, auth, blobs, certificates, ops, plugins, publishers, reports, review, scan_jobs, tokens,
+    versions,
 };
 use crate::http;
 
@@ -28,6 +29,7 @@ use crate::http;
         (name = "certificates", description = "The store's CA and code-signing certificates"),
         (name = "plugins", description = "Plugins and versions"),
         (name = "blobs", description = "Content-addressed downloads"),
+        (name = "review", description = "Moderation: review queue, blocks, abuse reports (reviewer role)"),
         (name = "admin", description = "Store administration"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "internal", description = "For scan workers, with the worker token"),
@@ -94,6 +96,19 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(plugins::get_version))
         .routes(routes!(versions::yank_version))
         .routes(routes!(versions::unyank_version))
+        .routes(routes!(reports::report_abuse))
+        // Moderation (reviewer role)
+        .routes(routes!(review::review_queue))
+        .routes(routes!(review::review_version))
+        .routes(routes!(review::claim_review))
+        .routes(routes!(review::approve_version))
+        .routes(routes!(review::reject_version))
+        .routes(routes!(review::block_version))
+        .routes(routes!(review::unblock_version))
+        .routes(routes!(review::block_plugin))
+        .routes(routes!(review::unblock_plugin))
+        .routes(routes!(reports::list_reports))
+        .routes(routes!(reports::resolve_report))
         // Scan workers (internal, worker token)
         .routes(routes!(scan_jobs::claim_scan_job))
         .routes(routes!(scan_jobs::heartbeat_scan_job))
@@ -102,6 +117,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         // Administration
         .routes(routes!(admin::list_users))
         .routes(routes!(admin::update_user, admin::delete_user))
+        .routes(routes!(admin::list_audit_log))
 }
 
 /// Downloads and operations: never compressed (blobs are served byte-exact for Range).

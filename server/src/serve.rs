@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
+use crate::config::{ScanPolicy, Settings};
 use crate::router;
 
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
@@ -33,6 +34,16 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
+    if settings.scan.policy == ScanPolicy::Scan && settings.scan.embedded_worker {
+        // The worker reaches this replica on loopback; with TLS it must use the public URL,
+        // whose certificate it can verify.
+        let url = if settings.tls_enabled() {
+            settings.http.public_url.clone()
+        } else {
+            format!("http://{addr}")
+        };
+        spawn_embedded_worker(&settings, url, stop_rx.clone());
+    }
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -116,4 +127,75 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received; draining requests");
+}
+
+/// Where the embedded scan worker's binary is expected: next to this one.
+fn scanner_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let candidate =
+        exe.with_file_name(format!("plugstore-scanner{}", std::env::consts::EXE_SUFFIX));
+    candidate.is_file().then_some(candidate)
+}
+
+/// Runs one `plugstore-scanner worker` as a child so the one-command store scans too; a
+/// worker that exits is restarted with backoff (its job, if any, is claimed again once the
+/// lease runs out). Stops with the server.
+fn spawn_embedded_worker(
+    settings: &Settings,
+    server_url: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(binary) = scanner_binary() else {
+        tracing::warn!(
+            "scan.policy is `scan` but no plugstore-scanner binary is next to plugstore-server; \
+             versions wait in `scanning` until a worker runs (build it: cargo build -p plugstore-scanner, \
+             or set scan.embedded_worker = false and run workers elsewhere)"
+        );
+        return;
+    };
+    let token_file = settings.data_dir.join("keys/worker-token");
+    let token = settings.scan.worker_token.clone();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let mut command = tokio::process::Command::new(&binary);
+            command.args([
+                "worker",
+                "--server",
+                &server_url,
+                "--name",
+                &format!("embedded-{}", std::process::id()),
+            ]);
+            if token.is_empty() {
+                command.arg("--token-file").arg(&token_file);
+            } else {
+                command.env("PLUGSTORE_WORKER_TOKEN", &token);
+            }
+            command.kill_on_drop(true);
+            let mut child = match command.spawn() {
+                Ok(child) => child,
+                Err(e) => {
+                    tracing::error!(error = %e, binary = %binary.display(), "cannot start the embedded scan worker");
+                    return;
+                }
+            };
+            tracing::info!(pid = child.id(), "started the embedded scan worker");
+            let started = std::time::Instant::now();
+            tokio::select! {
+                status = child.wait() => {
+                    tracing::warn!(?status, "the embedded scan worker exited; restarting it");
+                }
+                _ = async { stop.wait_for(|stopped| *stopped).await.is_ok() } => {
+                    // A killed worker loses nothing: its lease expires and the job is claimed again.
+                    let _ = child.kill().await;
+                    return;
+                }
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                backoff = Duration::from_secs(1);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+        }
+    });
 }

@@ -28,6 +28,8 @@ pub struct Binaries {
     pub server: PathBuf,
     /// `plugstore`.
     pub cli: PathBuf,
+    /// `plugstore-scanner`.
+    pub scanner: PathBuf,
 }
 
 /// Finds the binaries in the target directory of the running test executable.
@@ -55,12 +57,13 @@ pub fn binaries() -> Binaries {
     Binaries {
         server: find("plugstore-server"),
         cli: find("plugstore"),
+        scanner: find("plugstore-scanner"),
     }
 }
 
 /// Removes every `PLUGSTORE_*` variable, so the test runner's environment cannot configure
 /// the processes under test.
-fn without_plugstore_env(command: &mut Command) {
+pub fn without_plugstore_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("PLUGSTORE_") {
             command.env_remove(name);
@@ -122,6 +125,18 @@ impl Store {
     /// # Panics
     /// As [`Store::start`].
     pub fn start_with_config(binaries: &Binaries, config: Option<&str>) -> Self {
+        Self::start_with(binaries, config, &[])
+    }
+
+    /// Like [`Store::start`], with `env` (`PLUGSTORE_*` settings) in the server's environment.
+    ///
+    /// # Panics
+    /// As [`Store::start`].
+    pub fn start_with_env(binaries: &Binaries, env: &[(&str, &str)]) -> Self {
+        Self::start_with(binaries, None, env)
+    }
+
+    fn start_with(binaries: &Binaries, config: Option<&str>, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config_path = dir.path().join("plugstore.toml");
         if let Some(config) = config {
@@ -139,6 +154,7 @@ impl Store {
             if config.is_some() {
                 command.arg("--config").arg(&config_path);
             }
+            command.envs(env.iter().copied());
             let mut child = command
                 .current_dir(dir.path())
                 .args(["--bind", &format!("127.0.0.1:{port}")])

@@ -1,9 +1,10 @@
-//! Store administration: users and roles.
+//! Store administration: users and roles, the audit log.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::UserView;
@@ -151,4 +152,83 @@ pub async fn delete_user(
     tx.commit().await?;
     tracing::info!(admin = %me.username, user = %user.username, "user deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `?target=…&actor=…` plus pagination.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditLogQuery {
+    /// Only entries about this target, e.g. `version:acme/widget@1.0.0`, `plugin:acme/widget`.
+    pub target: Option<String>,
+    /// Only entries by this username.
+    pub actor: Option<String>,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Items per page (1–100, default 20).
+    pub limit: Option<u32>,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    /// Entry id (ordering key).
+    pub id: i64,
+    /// Who acted; `null` for the system.
+    pub actor: Option<String>,
+    /// What was done, e.g. `version.block`.
+    pub action: String,
+    /// What it was done to, e.g. `version:acme/widget@1.0.0`.
+    pub target: String,
+    /// The reason given.
+    pub reason: Option<String>,
+    /// When (RFC 3339).
+    pub created_at: String,
+}
+
+/// The audit log, newest first. It is append-only: no endpoint changes or removes entries.
+#[utoipa::path(get, path = "/api/v1/admin/audit-log", tag = "admin", security(("bearer" = [])), params(AuditLogQuery),
+    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn list_audit_log(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(query): Query<AuditLogQuery>,
+) -> ApiResult<Json<Page<AuditEntry>>> {
+    caller.require(&app, Require::role(Role::Admin)).await?;
+    let page = PageQuery {
+        cursor: query.cursor.clone(),
+        limit: query.limit,
+    }
+    .parse()?;
+    // Newest first: the cursor is the last id seen, and the next page holds smaller ids.
+    let before = if query.cursor.is_some() {
+        page.after
+    } else {
+        i64::MAX
+    };
+    let rows = sqlx::query(
+        "SELECT a.id, u.username AS actor, a.action, a.target, a.reason, a.created_at FROM audit_log a \
+         LEFT JOIN users u ON u.id = a.actor_id \
+         WHERE a.id < $1 AND ($2 = '' OR a.target = $2) AND ($3 = '' OR lower(u.username) = lower($3)) \
+         ORDER BY a.id DESC LIMIT $4",
+    )
+    .bind(before)
+    .bind(query.target.as_deref().unwrap_or_default())
+    .bind(query.actor.as_deref().unwrap_or_default())
+    .bind(page.fetch_limit())
+    .fetch_all(&app.db.pool)
+    .await?;
+    let entries = rows
+        .iter()
+        .map(|row| -> Result<AuditEntry, sqlx::Error> {
+            Ok(AuditEntry {
+                id: row.try_get("id")?,
+                actor: row.try_get("actor")?,
+                action: row.try_get("action")?,
+                target: row.try_get("target")?,
+                reason: row.try_get("reason")?,
+                created_at: super::rfc3339(row.try_get("created_at")?),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(page.finish(entries, |e| e.id)))
 }

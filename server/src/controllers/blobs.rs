@@ -94,6 +94,25 @@ fn redirect(location: &str, cache_control: &'static str) -> ApiResult<Response> 
         .into_response())
 }
 
+/// A blocked version's package is never served (copies already in caches cannot be recalled;
+/// clients learn of the block from the signed metadata).
+async fn refuse_blocked_package(app: &AppState, digest: &BlobDigest) -> ApiResult<()> {
+    let blocked: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM plugin_versions WHERE package_digest = $1 AND state = 'blocked' LIMIT 1",
+    )
+    .bind(digest.to_hex())
+    .fetch_optional(&app.db.pool)
+    .await?;
+    match blocked {
+        Some(_) => Err(ApiError::not_found(format!(
+            "blob sha256:{} is the package of a version blocked by the store's moderators",
+            digest.to_hex()
+        ))
+        .with_code("blocked")),
+        None => Ok(()),
+    }
+}
+
 /// Downloads a blob by its SHA-256.
 #[utoipa::path(get, path = "/blobs/sha256/{hex}", tag = "blobs",
     params(("hex" = String, Path, description = "Lowercase hex SHA-256 of the blob"),
@@ -112,6 +131,7 @@ pub async fn get_blob(
     let digest: BlobDigest = hex.parse().map_err(|_| {
         ApiError::invalid("a blob is named by 64 lowercase hex digits of its SHA-256")
     })?;
+    refuse_blocked_package(&app, &digest).await?;
     let cdn = app.settings.blobs.cdn_base_url.trim_end_matches('/');
     if !cdn.is_empty() {
         return redirect(

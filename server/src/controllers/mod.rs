@@ -8,6 +8,8 @@ pub mod certificates;
 pub mod ops;
 pub mod plugins;
 pub mod publishers;
+pub mod reports;
+pub mod review;
 pub mod scan_jobs;
 pub mod tokens;
 pub mod versions;

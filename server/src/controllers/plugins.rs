@@ -73,6 +73,9 @@ pub struct VersionView {
     pub version: String,
     /// Lifecycle state.
     pub state: String,
+    /// Why the version is in its state (yank, rejection or block reason), when a person or
+    /// the scan verdict gave one. Visible to whoever may see the version.
+    pub state_reason: Option<String>,
     /// SHA-256 of the package bytes, `sha256:<hex>`.
     pub package_digest: String,
     /// Package size in bytes.
@@ -227,6 +230,7 @@ pub fn version_view(app: &AppState, row: &sqlx::any::AnyRow) -> Result<VersionVi
         row_id: row.try_get("id")?,
         version: row.try_get("version")?,
         state: row.try_get("state")?,
+        state_reason: row.try_get("state_reason")?,
         download_url: format!("{}/blobs/sha256/{digest}", app.settings.http.public_url),
         package_digest: format!("sha256:{digest}"),
         package_size: row.try_get("package_size")?,
@@ -234,7 +238,8 @@ pub fn version_view(app: &AppState, row: &sqlx::any::AnyRow) -> Result<VersionVi
     })
 }
 
-const VERSION_COLUMNS: &str = "id, version, state, package_digest, package_size, created_at";
+const VERSION_COLUMNS: &str =
+    "id, version, state, state_reason, package_digest, package_size, created_at";
 
 /// Versions of a plugin in upload order. The public sees published and yanked versions.
 #[utoipa::path(get, path = "/api/v1/plugins/{publisher}/{name}/versions", tag = "plugins", params(PluginPath, PageQuery),

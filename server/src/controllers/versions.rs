@@ -95,6 +95,7 @@ pub async fn publish_version(
     app.limits.publish_by_user.check_key(&me.user_id)?;
     app.limits.publish_by_publisher.check_key(&publisher.id)?;
     names::validate_name("plugin name", &path.name)?;
+    refuse_blocked_plugin(&app.db.pool, publisher.id, &path.name).await?;
     let version = semver::Version::parse(&path.version)
         .map_err(|e| ApiError::invalid(format!("version `{}` is not semver: {e}", path.version)))?;
     let content_type = headers
@@ -230,6 +231,28 @@ fn version_exists(plugin_id: &str, version: &semver::Version) -> ApiError {
             "{plugin_id} {version} already exists with different contents; version numbers are never reused, publish a new version"
         ),
     )
+}
+
+/// A plugin under the moderators' kill switch accepts no new versions.
+async fn refuse_blocked_plugin<'e, E>(executor: E, publisher_id: i64, name: &str) -> ApiResult<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let blocked: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT blocked_reason FROM plugins WHERE publisher_id = $1 AND name = $2 AND blocked_at IS NOT NULL",
+    )
+    .bind(publisher_id)
+    .bind(name)
+    .fetch_optional(executor)
+    .await?;
+    match blocked {
+        Some(reason) => Err(ApiError::forbidden(format!(
+            "plugin `{name}` is blocked by the store's moderators ({}); it accepts no new versions",
+            reason.as_deref().unwrap_or("no reason given")
+        ))
+        .with_code("plugin-blocked")),
+        None => Ok(()),
+    }
 }
 
 /// A token limited to one plugin may publish only that plugin.
@@ -431,6 +454,8 @@ async fn insert_version(
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
+    // Checked again inside the transaction: the plugin may have been blocked mid-upload.
+    refuse_blocked_plugin(&mut *tx, publisher_id, name).await?;
     let signer = &accepted.signer;
     // Certificates are named by bare hex SHA-256 throughout the database.
     let fingerprint = hex::encode(signer.leaf_fingerprint.as_bytes());
@@ -491,7 +516,7 @@ async fn find_version(
     version: &str,
 ) -> ApiResult<VersionView> {
     let row = sqlx::query(
-        "SELECT v.id, v.version, v.state, v.package_digest, v.package_size, v.created_at FROM plugin_versions v \
+        "SELECT v.id, v.version, v.state, v.state_reason, v.package_digest, v.package_size, v.created_at FROM plugin_versions v \
          JOIN plugins p ON p.id = v.plugin_id JOIN publishers pb ON pb.id = p.publisher_id \
          WHERE pb.name = $1 AND p.name = $2 AND v.version = $3",
     )

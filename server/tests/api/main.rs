@@ -11,5 +11,6 @@ mod matrix;
 mod plugins;
 mod publish;
 mod publishers;
+mod review;
 mod scanning;
 mod tokens;

@@ -24,7 +24,7 @@ struct Row {
     /// The path as the OpenAPI document names it.
     template: &'static str,
     /// The concrete path; `{i}` is the caller's index, `{token}` the caller's own token id,
-    /// `{blob}` a stored blob's digest.
+    /// `{blob}` a stored blob's digest, `{report}` an open abuse report, one per caller.
     path: &'static str,
     /// JSON body; `{i}` and `{refresh}` (a fresh refresh token) are substituted.
     body: Option<&'static str>,
@@ -247,6 +247,99 @@ fn rows() -> Vec<Row> {
             [404, 404, 200, 200, 200, 200],
         ),
         row(
+            M::POST,
+            "/api/v1/plugins/{publisher}/{name}/reports",
+            "/api/v1/plugins/acme/widget/reports",
+            Some(r#"{"reason":"matrix report","version":"1.0.0"}"#),
+            [401, 201, 201, 201, 201, 201],
+        ),
+        // Moderation takes the reviewer role (or admin) through a login session. Each caller
+        // acts on its own version (`{i}`) so one caller's success does not change the next's.
+        row(
+            M::GET,
+            "/api/v1/review/queue",
+            "/api/v1/review/queue?order=risk",
+            None,
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::GET,
+            "/api/v1/review/versions/{publisher}/{name}/{version}",
+            "/api/v1/review/versions/acme/widget/1.1.0",
+            None,
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/review/versions/{publisher}/{name}/{version}/claim",
+            "/api/v1/review/versions/acme/queued/1.0.{i}/claim",
+            None,
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/review/versions/{publisher}/{name}/{version}/approve",
+            "/api/v1/review/versions/acme/queued/2.0.{i}/approve",
+            Some(r#"{"reason":"matrix"}"#),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/review/versions/{publisher}/{name}/{version}/reject",
+            "/api/v1/review/versions/acme/queued/3.0.{i}/reject",
+            Some(r#"{"reason":"matrix"}"#),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/review/versions/{publisher}/{name}/{version}/block",
+            "/api/v1/review/versions/acme/queued/4.0.{i}/block",
+            Some(r#"{"reason":"matrix"}"#),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/review/versions/{publisher}/{name}/{version}/unblock",
+            "/api/v1/review/versions/acme/queued/5.0.{i}/unblock",
+            Some(r#"{"reason":"matrix"}"#),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/review/plugins/{publisher}/{name}/block",
+            "/api/v1/review/plugins/acme/killed{i}/block",
+            Some(r#"{"reason":"matrix"}"#),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/review/plugins/{publisher}/{name}/unblock",
+            "/api/v1/review/plugins/acme/revived{i}/unblock",
+            Some(r#"{"reason":"matrix"}"#),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::GET,
+            "/api/v1/review/reports",
+            "/api/v1/review/reports?state=open",
+            None,
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::POST,
+            "/api/v1/review/reports/{id}/resolve",
+            "/api/v1/review/reports/{report}/resolve",
+            Some(r#"{"resolution":"matrix"}"#),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        row(
+            M::GET,
+            "/api/v1/admin/audit-log",
+            "/api/v1/admin/audit-log?target=plugin:acme/killed4",
+            None,
+            [401, 403, 403, 403, 403, 200],
+        ),
+        row(
             M::GET,
             "/api/v1/admin/users",
             "/api/v1/admin/users",
@@ -334,6 +427,25 @@ both_stacks! {
         let added = app.call(Method::PUT, "/api/v1/publishers/acme/members/maintainer", Some(&owner.access), Some(serde_json::json!({"role": "maintainer"}))).await;
         assert_eq!(added.status, 200);
         app.seed_plugin("acme", "widget", &[("1.0.0", "published"), ("1.1.0", "pending_review")]).await;
+        // Moderation targets, one per caller: `queued` versions by major (claim, approve,
+        // reject, block, unblock), plugins for the kill switch, open abuse reports.
+        let queued: Vec<(String, &str)> = (0..CALLERS.len())
+            .flat_map(|i| {
+                [(1, "pending_review"), (2, "pending_review"), (3, "pending_review"), (4, "published"), (5, "blocked")]
+                    .map(|(major, state)| (format!("{major}.0.{i}"), state))
+            })
+            .collect();
+        let queued: Vec<(&str, &str)> = queued.iter().map(|(v, s)| (v.as_str(), *s)).collect();
+        let queued_id = app.seed_plugin("acme", "queued", &queued).await;
+        let mut report_ids = Vec::new();
+        for i in 0..CALLERS.len() {
+            app.seed_plugin("acme", &format!("killed{i}"), &[("1.0.0", "published")]).await;
+            let revived = app.seed_plugin("acme", &format!("revived{i}"), &[("1.0.0", "published")]).await;
+            sqlx::query("UPDATE plugins SET blocked_at = 1, blocked_reason = 'seeded' WHERE id = $1").bind(revived).execute(&app.app.db.pool).await.unwrap();
+            let id: i64 = sqlx::query_scalar("INSERT INTO abuse_reports (plugin_id, reporter_id, reason, state, created_at) SELECT $1, id, 'seeded', 'open', 1 FROM users WHERE username = 'stranger' RETURNING id")
+                .bind(queued_id).fetch_one(&app.app.db.pool).await.unwrap();
+            report_ids.push(id.to_string());
+        }
         let tokens: [Option<String>; 6] = [None, Some(stranger.access), Some(maintainer.access), Some(owner.access), Some(reviewer.access), Some(admin.access)];
         for i in 0..CALLERS.len() {
             app.signup(&format!("target{i}")).await;
@@ -349,7 +461,7 @@ both_stacks! {
         for row in rows() {
             for (i, caller) in CALLERS.iter().enumerate() {
                 let token = tokens[i].as_deref();
-                let mut path = row.path.replace("{i}", &i.to_string()).replace("{blob}", &blob.digest.to_hex()).replace("{cert}", &cert);
+                let mut path = row.path.replace("{i}", &i.to_string()).replace("{blob}", &blob.digest.to_hex()).replace("{cert}", &cert).replace("{report}", &report_ids[i]);
                 if path.contains("{token}") {
                     // The caller's own token; anonymous gets someone else's to try.
                     let creator = token.unwrap_or(tokens[1].as_deref().unwrap());

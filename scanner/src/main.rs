@@ -1,0 +1,190 @@
+//! `plugstore-scanner`: the scan worker (`worker`) and the analysis child it starts for each
+//! package (`analyze`). See the operator guide, "Scan workers".
+
+mod analyze;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use plugstore_scanner::isolation::{
+    AnalysisLimits, DEFAULT_CPU_LIMIT, DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_WALL_TIMEOUT,
+    TEST_HOOKS_ENV,
+};
+use tokio::sync::watch;
+
+use crate::analyze::TestHook;
+
+#[derive(Parser, Debug)]
+#[command(name = "plugstore-scanner", version, about = "plugstore scan worker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Claim scan jobs from a store, analyse each package in a confined child process, post
+    /// the reports.
+    Worker(WorkerArgs),
+    /// Analyse one package and print the report as JSON (the child the worker starts).
+    Analyze {
+        /// The package file.
+        package: PathBuf,
+        /// Misbehave on purpose to test the isolation; needs PLUGSTORE_SCANNER_TEST_HOOKS=1.
+        #[arg(long, hide = true)]
+        test_hook: Option<TestHook>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct WorkerArgs {
+    /// Base URL of the store.
+    #[arg(long, env = "PLUGSTORE_SCANNER_SERVER")]
+    server: String,
+    /// File holding the worker token (`<data_dir>/keys/worker-token` on the store's host).
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// The worker token (prefer --token-file: arguments are visible to other users).
+    #[arg(long, env = "PLUGSTORE_WORKER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Name of this worker in leases and reports [default: scanner@<hostname>-<pid>].
+    #[arg(long)]
+    name: Option<String>,
+    /// Jobs analysed at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
+    /// Wait between claims when no job is waiting, in milliseconds (jittered ±25 %).
+    #[arg(long, default_value_t = 1000)]
+    poll_interval_ms: u64,
+    /// Handle at most one job (per concurrency slot), then exit.
+    #[arg(long)]
+    once: bool,
+    /// CPU-time limit of each analysis, in seconds.
+    #[arg(long, default_value_t = DEFAULT_CPU_LIMIT.as_secs())]
+    cpu_limit_secs: u64,
+    /// Address-space limit of each analysis, in MiB.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_BYTES >> 20)]
+    memory_limit_mib: u64,
+    /// Wall-clock timeout of each analysis, in seconds.
+    #[arg(long, default_value_t = DEFAULT_WALL_TIMEOUT.as_secs())]
+    timeout_secs: u64,
+    /// Pass a test hook to every analysis child; needs PLUGSTORE_SCANNER_TEST_HOOKS=1.
+    #[arg(long, hide = true)]
+    test_hook: Option<TestHook>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Analyze { package, test_hook } => {
+            let status = analyze::run(&package, test_hook);
+            ExitCode::from(u8::try_from(status).unwrap_or(1))
+        }
+        Command::Worker(args) => match run_worker(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn token(args: &WorkerArgs) -> anyhow::Result<String> {
+    let token = match (&args.token_file, &args.token) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading the worker token from {}", file.display()))?,
+        (None, Some(token)) => token.clone(),
+        (None, None) => {
+            bail!("no worker token: pass --token-file FILE, or set PLUGSTORE_WORKER_TOKEN")
+        }
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        bail!("the worker token is empty");
+    }
+    Ok(token)
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("scanner@{host}-{}", std::process::id())
+}
+
+fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    if args.test_hook.is_some() && !analyze::test_hooks_enabled() {
+        bail!("test hooks are disabled (they need {TEST_HOOKS_ENV}=1)");
+    }
+    let config = worker::WorkerConfig {
+        server: args.server.clone(),
+        token: token(&args)?,
+        name: args.name.clone().unwrap_or_else(default_name),
+        concurrency: usize::from(args.concurrency),
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
+        once: args.once,
+        analyzer: std::env::current_exe().context("finding this executable")?,
+        limits: AnalysisLimits {
+            cpu: Duration::from_secs(args.cpu_limit_secs.max(1)),
+            memory_bytes: args.memory_limit_mib.max(64) << 20,
+            wall_timeout: Duration::from_secs(args.timeout_secs.max(1)),
+        },
+        test_hook: args.test_hook.map(|hook| hook.to_string()),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested: finishing the job in hand");
+            let _ = stop.send(true);
+        });
+        tracing::info!(server = %config.server, worker = %config.name, concurrency = config.concurrency, "scan worker started");
+        worker::run(config, stopped).await
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

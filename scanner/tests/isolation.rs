@@ -1,0 +1,194 @@
+//! The analysis child under its resource limits: the real `plugstore-scanner analyze`
+//! started through `isolation::run_confined`, misbehaving through its test hooks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+mod common;
+
+use common::manifest_text;
+use plugstore_format::package::PackageBuilder;
+use plugstore_scanner::isolation::{
+    AnalysisLimits, AnalysisOutcome, ChildExit, TEST_HOOKS_ENV, classify, run_confined,
+};
+
+/// The first ```wat block of the plugin ABI page: a plugin that scans clean.
+fn clean_wasm() -> Vec<u8> {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/src/plugin-abi.md");
+    let text = std::fs::read_to_string(page).unwrap();
+    let start = text.find("```wat\n").unwrap() + "```wat\n".len();
+    let end = start + text[start..].find("```").unwrap();
+    wat::parse_str(&text[start..end]).unwrap()
+}
+
+/// Writes a clean package into `dir`; returns its path.
+fn clean_package(dir: &Path) -> PathBuf {
+    let manifest = manifest_text("wasm", "plugin.wasm", &["any"], &["log"]);
+    let bytes = PackageBuilder::from_files_with_modes([
+        ("plugin.toml".to_owned(), manifest.into_bytes(), false),
+        ("plugin.wasm".to_owned(), clean_wasm(), false),
+    ])
+    .unwrap()
+    .to_vec()
+    .unwrap();
+    let path = dir.join("package.tar");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn analyze(package: &Path, hook: Option<&str>, hooks_enabled: bool) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plugstore-scanner"));
+    command.arg("analyze").arg(package);
+    if let Some(hook) = hook {
+        command.arg("--test-hook").arg(hook);
+    }
+    if hooks_enabled {
+        // `confine` clears the environment and forwards only this variable, from the parent.
+        // SAFETY: tests of this file that read the environment all set the same value.
+        unsafe { std::env::set_var(TEST_HOOKS_ENV, "1") };
+    }
+    command
+}
+
+const LIMITS: AnalysisLimits = AnalysisLimits {
+    cpu: Duration::from_secs(1),
+    memory_bytes: 512 << 20,
+    wall_timeout: Duration::from_secs(20),
+};
+
+fn run(
+    command: Command,
+    limits: &AnalysisLimits,
+) -> (AnalysisOutcome, plugstore_scanner::isolation::ChildRun) {
+    let run = run_confined(command, limits, &AtomicBool::new(false)).unwrap();
+    (classify(&run, limits), run)
+}
+
+#[test]
+fn a_clean_package_gives_a_report_and_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = clean_package(dir.path());
+    let (outcome, run) = run(analyze(&package, None, false), &LIMITS);
+    let AnalysisOutcome::Report(report) = outcome else {
+        panic!("{outcome:?}: {}", String::from_utf8_lossy(&run.stderr));
+    };
+    assert!(
+        report.max_severity() <= Some(plugstore_scanner::Severity::Info),
+        "{report:#?}"
+    );
+    assert_eq!(run.exit, ChildExit::Exited(0));
+    #[cfg(unix)]
+    {
+        let usage = run.usage.expect("wait4 reports usage");
+        assert!(usage.max_rss_kib > 0);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_child_that_burns_cpu_is_killed_at_its_cpu_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = clean_package(dir.path());
+    let (outcome, run) = run(analyze(&package, Some("burn-cpu"), true), &LIMITS);
+    assert!(
+        matches!(outcome, AnalysisOutcome::TimedOut(ref m) if m.contains("CPU-time limit")),
+        "{outcome:?}"
+    );
+    assert!(matches!(run.exit, ChildExit::Signaled(_)), "{:?}", run.exit);
+    // Killed by the kernel at about a second of CPU, long before the wall-clock timeout.
+    assert!(run.wall < Duration::from_secs(10), "{:?}", run.wall);
+}
+
+#[test]
+fn a_child_that_sleeps_is_killed_at_the_wall_clock_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = clean_package(dir.path());
+    let limits = AnalysisLimits {
+        wall_timeout: Duration::from_millis(500),
+        ..LIMITS
+    };
+    let (outcome, run) = run(analyze(&package, Some("sleep-ms=60000"), true), &limits);
+    assert_eq!(run.exit, ChildExit::WallTimeout);
+    assert!(
+        matches!(outcome, AnalysisOutcome::TimedOut(_)),
+        "{outcome:?}"
+    );
+    assert!(run.wall < Duration::from_secs(10), "{:?}", run.wall);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_child_that_allocates_too_much_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = clean_package(dir.path());
+    let (outcome, run) = run(analyze(&package, Some("allocate-gib=4"), true), &LIMITS);
+    assert!(
+        matches!(outcome, AnalysisOutcome::Crashed(ref m) if m.contains("memory limit")),
+        "{outcome:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("memory allocation"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The address-space limit stopped it far below 4 GiB.
+    let usage = run.usage.unwrap();
+    assert!(usage.max_rss_kib < 600 * 1024, "{usage:?}");
+}
+
+#[test]
+fn a_panicking_child_is_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = clean_package(dir.path());
+    let (outcome, _) = run(analyze(&package, Some("panic"), true), &LIMITS);
+    assert!(
+        matches!(outcome, AnalysisOutcome::Crashed(ref m) if m.contains("status 101")),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_package_is_a_failed_attempt_not_a_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.tar");
+    let (outcome, _) = run(analyze(&missing, None, false), &LIMITS);
+    assert!(
+        matches!(outcome, AnalysisOutcome::Failed(ref m) if m.contains("missing.tar")),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn test_hooks_need_the_environment_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = clean_package(dir.path());
+    // Without the variable in the child's environment, the hook is refused.
+    let output = Command::new(env!("CARGO_BIN_EXE_plugstore-scanner"))
+        .args(["analyze", "--test-hook", "burn-cpu"])
+        .arg(&package)
+        .env_remove(TEST_HOOKS_ENV)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("test hooks are disabled"));
+}
+
+#[test]
+fn cancelling_kills_the_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = clean_package(dir.path());
+    let cancel = AtomicBool::new(true);
+    let run = run_confined(
+        analyze(&package, Some("sleep-ms=60000"), true),
+        &LIMITS,
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!(run.exit, ChildExit::Cancelled);
+    assert!(matches!(
+        classify(&run, &LIMITS),
+        AnalysisOutcome::Cancelled
+    ));
+}
