@@ -94,6 +94,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(plugins::get_plugin))
         .routes(routes!(plugins::list_versions))
         .routes(routes!(plugins::get_version))
+        .routes(routes!(plugins::get_scan_report))
         .routes(routes!(versions::yank_version))
         .routes(routes!(versions::unyank_version))
         .routes(routes!(reports::report_abuse))

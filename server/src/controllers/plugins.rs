@@ -305,6 +305,62 @@ pub async fn get_version(
     Ok(Json(version_view(&app, &row)?))
 }
 
+/// The latest scan report of a version, as the worker posted it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScanReportView {
+    /// The state the report led to.
+    pub verdict: String,
+    /// The worst finding's severity.
+    pub max_severity: String,
+    /// Findings, metrics, scanner version and duration.
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+    /// When the report arrived (RFC 3339).
+    pub created_at: String,
+}
+
+/// The latest scan report of a version: for the plugin's publisher members (their own
+/// versions) and for reviewers and admins. Everyone else gets 404, as for hidden versions.
+#[utoipa::path(get, path = "/api/v1/plugins/{publisher}/{name}/versions/{version}/scan-report", tag = "plugins", params(VersionPath),
+    responses((status = 200, body = ScanReportView), (status = 404, body = Problem)))]
+pub async fn get_scan_report(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<VersionPath>,
+) -> ApiResult<Json<ScanReportView>> {
+    let plugin_path = PluginPath {
+        publisher: path.publisher.clone(),
+        name: path.name.clone(),
+    };
+    let plugin = find_plugin(&app, &plugin_path).await?;
+    let missing = || {
+        ApiError::not_found(format!(
+            "no scan report for {} of `{}/{}`",
+            path.version, path.publisher, path.name
+        ))
+    };
+    if !sees_all_states(&app, &caller, plugin.try_get("publisher_id")?).await? {
+        return Err(missing());
+    }
+    let row = sqlx::query(
+        "SELECT r.verdict, r.max_severity, r.report, r.created_at FROM scan_reports r \
+         JOIN plugin_versions v ON v.id = r.version_id WHERE v.plugin_id = $1 AND v.version = $2 \
+         ORDER BY r.id DESC LIMIT 1",
+    )
+    .bind(plugin.try_get::<i64, _>("id")?)
+    .bind(&path.version)
+    .fetch_optional(&app.db.pool)
+    .await?
+    .ok_or_else(missing)?;
+    let report: String = row.try_get("report")?;
+    Ok(Json(ScanReportView {
+        verdict: row.try_get("verdict")?,
+        max_severity: row.try_get("max_severity")?,
+        report: serde_json::from_str(&report).map_err(ApiError::internal)?,
+        created_at: rfc3339(row.try_get("created_at")?),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

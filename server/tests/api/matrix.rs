@@ -165,6 +165,13 @@ fn rows() -> Vec<Row> {
             [401, 403, 403, 200, 403, 200],
         ),
         row(M::GET, "/ca.pem", "/ca.pem", None, public),
+        row(
+            M::GET,
+            "/api/v1/plugins/{publisher}/{name}/versions/{version}/scan-report",
+            "/api/v1/plugins/acme/widget/versions/1.0.0/scan-report",
+            None,
+            [404, 404, 200, 200, 200, 200],
+        ),
         // The scan queue takes the worker token only; no user credential opens it.
         row(
             M::POST,
@@ -427,6 +434,10 @@ both_stacks! {
         let added = app.call(Method::PUT, "/api/v1/publishers/acme/members/maintainer", Some(&owner.access), Some(serde_json::json!({"role": "maintainer"}))).await;
         assert_eq!(added.status, 200);
         app.seed_plugin("acme", "widget", &[("1.0.0", "published"), ("1.1.0", "pending_review")]).await;
+        // A scan report on 1.0.0, readable by members and moderators only.
+        let widget_version: i64 = sqlx::query_scalar("SELECT id FROM plugin_versions WHERE version = '1.0.0'").fetch_one(&app.app.db.pool).await.unwrap();
+        let job: i64 = sqlx::query_scalar("INSERT INTO scan_jobs (version_id, state, created_at, updated_at) VALUES ($1, 'done', 0, 0) RETURNING id").bind(widget_version).fetch_one(&app.app.db.pool).await.unwrap();
+        sqlx::query("INSERT INTO scan_reports (version_id, job_id, verdict, max_severity, report, scanner_version, worker, created_at) VALUES ($1, $2, 'published', 'info', '{\"findings\":[]}', 't', 'w', 0)").bind(widget_version).bind(job).execute(&app.app.db.pool).await.unwrap();
         // Moderation targets, one per caller: `queued` versions by major (claim, approve,
         // reject, block, unblock), plugins for the kill switch, open abuse reports.
         let queued: Vec<(String, &str)> = (0..CALLERS.len())

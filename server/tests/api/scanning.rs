@@ -191,6 +191,29 @@ async fn scenario(stack: Stack) {
         assert_eq!(outcome["state"], expected, "{version}");
         assert_eq!(state(&app, &owner, version).await, expected);
     }
+    // The publisher reads the reports of their own versions; strangers do not.
+    let seen = app
+        .get(
+            "/api/v1/plugins/acme/hello/versions/1.0.3/scan-report",
+            Some(&owner.access),
+        )
+        .await
+        .json();
+    assert_eq!(
+        (seen["verdict"].as_str(), seen["max_severity"].as_str()),
+        (Some("rejected"), Some("critical"))
+    );
+    assert_eq!(seen["report"]["findings"][0]["rule"], "test.rule");
+    let stranger = app.signup("stranger").await;
+    assert_eq!(
+        app.get(
+            "/api/v1/plugins/acme/hello/versions/1.0.3/scan-report",
+            Some(&stranger.access)
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
     let reports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scan_reports")
         .fetch_one(&app.app.db.pool)
         .await
