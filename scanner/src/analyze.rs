@@ -1,19 +1,27 @@
 //! `plugstore-scanner analyze PKG`: the analysis child. Reads one package, runs the static
-//! analysis, prints the [`ScanReport`] as JSON on standard output.
+//! analysis and, for a valid wasm module, the dynamic one ([`analyze_wasm_dynamic`]), prints
+//! the [`ScanReport`] as JSON on standard output.
 //!
 //! Exit statuses: 0 with a report; [`EXIT_ANALYSIS_ERROR`] when the package cannot be read
 //! or analysed for a reason outside its contents (the worker retries); anything else (a
 //! panic, a signal from a resource limit) is a crash, which the worker reports as a finding.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
 use plugstore_format::limits::PackageLimits;
+use plugstore_format::manifest::PluginKind;
 use plugstore_format::package::read_package;
+use plugstore_scanner::dynamic_wasm::{DynamicLimits, analyze_wasm_dynamic};
 use plugstore_scanner::isolation::{EXIT_ANALYSIS_ERROR, TEST_HOOKS_ENV};
-use plugstore_scanner::{ScanReport, StaticLimits, scan_package_static};
+use plugstore_scanner::rules;
+use plugstore_scanner::{
+    FindingCollector, RuleSet, ScanReport, StaticLimits, scan_package_static_with_rules,
+};
 
 /// Misbehaviour on purpose, to test the isolation. Only with `PLUGSTORE_SCANNER_TEST_HOOKS=1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +75,8 @@ pub fn test_hooks_enabled() -> bool {
 }
 
 /// Runs the analysis child; returns the process exit status.
-pub fn run(package: &Path, hook: Option<TestHook>) -> i32 {
+/// `rules_dir` is the operator's YARA rule directory, applied with the default rules.
+pub fn run(package: &Path, hook: Option<TestHook>, rules_dir: Option<&Path>) -> i32 {
     if let Some(hook) = hook {
         if !test_hooks_enabled() {
             eprintln!("error: test hooks are disabled (they need {TEST_HOOKS_ENV}=1)");
@@ -75,7 +84,7 @@ pub fn run(package: &Path, hook: Option<TestHook>) -> i32 {
         }
         run_hook(hook);
     }
-    match analyze(package) {
+    match analyze(package, rules_dir) {
         Ok(report) => {
             let mut stdout = io::stdout().lock();
             let written = serde_json::to_writer(&mut stdout, &report)
@@ -120,35 +129,83 @@ fn run_hook(hook: TestHook) {
     }
 }
 
-fn analyze(package: &Path) -> anyhow::Result<ScanReport> {
+fn analyze(package: &Path, rules_dir: Option<&Path>) -> anyhow::Result<ScanReport> {
     use anyhow::Context as _;
+    let operator_rules = rules_dir.map(RuleSet::with_directory).transpose()?;
+    let yara = operator_rules
+        .as_ref()
+        .unwrap_or_else(|| RuleSet::shared_default());
     let mut bytes = Vec::new();
     File::open(package)
         .and_then(|mut file| file.read_to_end(&mut bytes))
         .with_context(|| format!("reading {}", package.display()))?;
     let contents = read_package(&bytes[..], &PackageLimits::default())
         .context("the package does not pass the package format checks")?;
-    let report = scan_package_static(
+    let files = file_index(&bytes)?;
+    let mut report = scan_package_static_with_rules(
         &contents,
-        |path| entry_bytes(&bytes, path),
+        |path| indexed_file(&bytes, &files, path),
         &StaticLimits::default(),
+        yara,
     )?;
+    let manifest = &contents.manifest;
+    if manifest.kind() == PluginKind::Wasm && should_run_dynamic(&report) {
+        let entry = manifest.entry();
+        let module = indexed_file(&bytes, &files, entry)?;
+        let dynamic =
+            analyze_wasm_dynamic(&module, manifest.capabilities(), &DynamicLimits::default());
+        let mut findings = FindingCollector::new();
+        findings.extend(std::mem::take(&mut report.findings));
+        findings.extend(dynamic.findings.into_iter().map(|f| f.in_file(entry)));
+        report.findings = findings.into_findings();
+        report.metrics.extend(dynamic.metrics);
+    }
     Ok(report)
 }
 
-/// The contents of the file at `path` of a package `read_package` accepted.
-fn entry_bytes(package: &[u8], path: &str) -> io::Result<Vec<u8>> {
+/// Whether the static pass left a module the dynamic analysis can run: one that was read
+/// (within the size limit, present) and validates.
+fn should_run_dynamic(report: &ScanReport) -> bool {
+    [
+        &rules::WASM_INVALID,
+        &rules::WASM_MODULE_TOO_LARGE,
+        &rules::PACKAGE_ENTRY_MISSING,
+    ]
+    .into_iter()
+    .all(|rule| report.findings_of(rule).next().is_none())
+}
+
+/// Where each file's contents are in a package `read_package` accepted (a plain tar), so
+/// that reading every file for the rule scan is not quadratic in the number of files.
+fn file_index(package: &[u8]) -> io::Result<HashMap<Vec<u8>, Range<usize>>> {
+    let mut index = HashMap::new();
     let mut archive = tar::Archive::new(package);
     for entry in archive.entries()? {
-        let mut entry = entry?;
-        if entry.path_bytes().as_ref() == path.as_bytes() {
-            let mut contents = Vec::new();
-            entry.read_to_end(&mut contents)?;
-            return Ok(contents);
-        }
+        let entry = entry?;
+        let start = usize::try_from(entry.raw_file_position()).map_err(io::Error::other)?;
+        let size = usize::try_from(entry.size()).map_err(io::Error::other)?;
+        index.insert(
+            entry.path_bytes().into_owned(),
+            start..start.saturating_add(size),
+        );
     }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{path} is not in the package"),
-    ))
+    Ok(index)
+}
+
+/// The contents of the file at `path`, by the index of [`file_index`].
+fn indexed_file(
+    package: &[u8],
+    index: &HashMap<Vec<u8>, Range<usize>>,
+    path: &str,
+) -> io::Result<Vec<u8>> {
+    index
+        .get(path.as_bytes())
+        .and_then(|range| package.get(range.clone()))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{path} is not in the package"),
+            )
+        })
 }

@@ -12,8 +12,11 @@
 //! - [`isolation`]: the analysis child process, its resource limits and how its end is
 //!   classified; the `plugstore-scanner` binary's `worker` and `analyze` commands use it;
 //! - [`findings`]: findings, severities and the bounded report; [`rules`]: the catalogue of
-//!   rule ids; [`limits`]: the thresholds.
+//!   rule ids; [`limits`]: the thresholds;
+//! - [`yara_rules`]: the default YARA rule set and an operator's rule directory, over every
+//!   file of a package.
 
+pub mod dynamic_wasm;
 pub mod entropy;
 pub mod findings;
 pub mod isolation;
@@ -22,6 +25,7 @@ pub mod rules;
 pub mod static_pe;
 pub mod static_wasm;
 pub mod strings;
+pub mod yara_rules;
 
 use std::io;
 use std::time::Instant;
@@ -36,6 +40,7 @@ pub use crate::findings::{
 pub use crate::limits::StaticLimits;
 pub use crate::static_pe::{analyze_native, analyze_pe};
 pub use crate::static_wasm::analyze_wasm;
+pub use crate::yara_rules::RuleSet;
 
 /// File name endings of programs and scripts that have no business in a wasm plugin.
 const EXECUTABLE_EXTENSIONS: &[&str] = &[
@@ -51,6 +56,14 @@ pub enum ScanError {
     #[error("cannot read the entry point {path:?}: {source}")]
     ReadEntry {
         /// The entry point's path in the package.
+        path: String,
+        /// The error of the reader.
+        source: io::Error,
+    },
+    /// A file other than the entry point could not be read for the rule scan.
+    #[error("cannot read the file {path:?}: {source}")]
+    ReadFile {
+        /// The file's path in the package.
         path: String,
         /// The error of the reader.
         source: io::Error,
@@ -71,12 +84,26 @@ pub enum ScanError {
 /// accepted.
 ///
 /// `read_file` returns the contents of a file of the package by path (from an extracted copy,
-/// or from memory); only the entry point is read, and only when it is within the size limit
-/// of its kind.
+/// or from memory); every file but `plugin.toml` (its text is in `contents`) is read for the
+/// rule scan, except an entry point above the size limit of its kind, which is never read.
+/// Every file is scanned with the default YARA rules
+/// ([`RuleSet::shared_default`]); [`scan_package_static_with_rules`] takes another set.
 pub fn scan_package_static(
+    contents: &PackageContents,
+    read_file: impl FnMut(&str) -> io::Result<Vec<u8>>,
+    limits: &StaticLimits,
+) -> Result<ScanReport, ScanError> {
+    scan_package_static_with_rules(contents, read_file, limits, RuleSet::shared_default())
+}
+
+/// [`scan_package_static`] with the YARA rules `yara` (the defaults plus an operator's
+/// directory, say), run over every file of the package within
+/// [`yara_rules::MAX_RULE_SCAN_BYTES`].
+pub fn scan_package_static_with_rules(
     contents: &PackageContents,
     mut read_file: impl FnMut(&str) -> io::Result<Vec<u8>>,
     limits: &StaticLimits,
+    yara: &RuleSet,
 ) -> Result<ScanReport, ScanError> {
     let started = Instant::now();
     let manifest = &contents.manifest;
@@ -102,6 +129,8 @@ pub fn scan_package_static(
     );
 
     let entry = manifest.entry();
+    // Not read again for the rules: it is already reported as too large.
+    let mut oversized_entry = None;
     if manifest.kind() == PluginKind::Wasm {
         unexpected_executables(contents, &mut findings);
     }
@@ -119,6 +148,7 @@ pub fn scan_package_static(
                 PluginKind::Native => (limits.max_native_size, &rules::NATIVE_TOO_LARGE),
             };
             if file.size > limit {
+                oversized_entry = Some(entry);
                 findings.push(
                     Finding::new(
                         too_large,
@@ -162,6 +192,10 @@ pub fn scan_package_static(
             }
         }
     }
+
+    let skip: Vec<&str> = oversized_entry.into_iter().collect();
+    yara.scan_package(contents, &skip, &mut read_file, &mut findings, &mut metrics)
+        .map_err(|(path, source)| ScanError::ReadFile { path, source })?;
 
     Ok(ScanReport {
         findings: findings.into_findings(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use plugstore_scanner::RuleSet;
 use plugstore_scanner::isolation::{
     AnalysisLimits, DEFAULT_CPU_LIMIT, DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_WALL_TIMEOUT,
     TEST_HOOKS_ENV,
@@ -37,6 +38,9 @@ enum Command {
         /// Misbehave on purpose to test the isolation; needs PLUGSTORE_SCANNER_TEST_HOOKS=1.
         #[arg(long, hide = true)]
         test_hook: Option<TestHook>,
+        /// Directory of extra YARA rules (`*.yar`, `*.yara`), applied with the default set.
+        #[arg(long)]
+        rules_dir: Option<PathBuf>,
     },
 }
 
@@ -72,6 +76,10 @@ struct WorkerArgs {
     /// Wall-clock timeout of each analysis, in seconds.
     #[arg(long, default_value_t = DEFAULT_WALL_TIMEOUT.as_secs())]
     timeout_secs: u64,
+    /// Directory of extra YARA rules (`*.yar`, `*.yara`) applied with the default set; every
+    /// public rule needs `meta: severity = "critical|high|medium|low"`. Checked at start.
+    #[arg(long, env = "PLUGSTORE_SCANNER_RULES_DIR")]
+    rules_dir: Option<PathBuf>,
     /// Pass a test hook to every analysis child; needs PLUGSTORE_SCANNER_TEST_HOOKS=1.
     #[arg(long, hide = true)]
     test_hook: Option<TestHook>,
@@ -83,8 +91,12 @@ struct WorkerArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Analyze { package, test_hook } => {
-            let status = analyze::run(&package, test_hook);
+        Command::Analyze {
+            package,
+            test_hook,
+            rules_dir,
+        } => {
+            let status = analyze::run(&package, test_hook, rules_dir.as_deref());
             ExitCode::from(u8::try_from(status).unwrap_or(1))
         }
         Command::Worker(args) => match run_worker(args) {
@@ -139,6 +151,18 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     if args.test_hook.is_some() && !analyze::test_hooks_enabled() {
         bail!("test hooks are disabled (they need {TEST_HOOKS_ENV}=1)");
     }
+    let rules_dir = match &args.rules_dir {
+        Some(dir) => {
+            // Fail at start, not in every analysis, and give the children an absolute path.
+            let rules = RuleSet::with_directory(dir)?;
+            tracing::info!(rules = rules.len(), files = ?rules.sources(), "YARA rules loaded");
+            Some(
+                std::fs::canonicalize(dir)
+                    .with_context(|| format!("resolving {}", dir.display()))?,
+            )
+        }
+        None => None,
+    };
     let config = worker::WorkerConfig {
         server: args.server.clone(),
         token: token(&args)?,
@@ -153,6 +177,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
             wall_timeout: Duration::from_secs(args.timeout_secs.max(1)),
         },
         test_hook: args.test_hook.map(|hook| hook.to_string()),
+        rules_dir,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

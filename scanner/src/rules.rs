@@ -298,6 +298,100 @@ pub const PE_AUTHENTICODE_PRESENT: Rule = rule(
     "the PE file carries an Authenticode signature (presence only; not verified here)",
 );
 
+// --- dynamic (wasm run in the scanner's sandbox) --------------------------------------------
+
+/// The module could not be compiled or instantiated for the dynamic run.
+pub const DYNAMIC_NOT_RUN: Rule = rule(
+    "dynamic.not-run",
+    Medium,
+    "the module passed validation but could not be compiled or instantiated for the dynamic \
+     run (an import no host provides, a resource limit)",
+);
+/// A call used up its fuel.
+pub const DYNAMIC_FUEL_EXHAUSTED: Rule = rule(
+    "dynamic.fuel-exhausted",
+    High,
+    "a call into the plugin ran out of fuel: an endless or extremely long loop",
+);
+/// A call was still running at the wall-clock deadline.
+pub const DYNAMIC_TIMEOUT: Rule = rule(
+    "dynamic.timeout",
+    High,
+    "a call into the plugin was still running at the dynamic run's wall-clock deadline",
+);
+/// Memory growth beyond the limit was refused.
+pub const DYNAMIC_MEMORY_LIMIT: Rule = rule(
+    "dynamic.memory-limit",
+    High,
+    "the plugin tried to grow its memory beyond the host limit",
+);
+/// The wasm stack overflowed.
+pub const DYNAMIC_STACK_OVERFLOW: Rule = rule(
+    "dynamic.stack-overflow",
+    High,
+    "a call into the plugin overflowed the wasm stack: deep or endless recursion",
+);
+/// Any other trap.
+pub const DYNAMIC_TRAP: Rule = rule(
+    "dynamic.trap",
+    Medium,
+    "a call into the plugin trapped (unreachable, out-of-bounds access, division by zero, …) \
+     or returned an unusable buffer",
+);
+/// `plugstore_abi_version` returned another version.
+pub const DYNAMIC_ABI_VERSION: Rule = rule(
+    "dynamic.abi-version",
+    High,
+    "plugstore_abi_version returned a version the host does not implement",
+);
+/// A host function of an undeclared capability was called.
+pub const DYNAMIC_HOST_CALL_OUTSIDE_CAPABILITIES: Rule = rule(
+    "dynamic.host-call-outside-capabilities",
+    High,
+    "the plugin called a host function of a capability the manifest does not declare",
+);
+/// An import no host provides was called.
+pub const DYNAMIC_UNKNOWN_IMPORT_CALLED: Rule = rule(
+    "dynamic.unknown-import-called",
+    High,
+    "the plugin called an import that no host provides (built for another host, or probing)",
+);
+/// The output of a call exceeds the limit.
+pub const DYNAMIC_OUTPUT_TOO_LARGE: Rule = rule(
+    "dynamic.output-too-large",
+    Medium,
+    "plugstore_handle returned more bytes than the host accepts",
+);
+/// The output of a call is outside the plugin's memory.
+pub const DYNAMIC_OUTPUT_OUT_OF_BOUNDS: Rule = rule(
+    "dynamic.output-out-of-bounds",
+    Medium,
+    "plugstore_handle returned a pointer and length outside the plugin's memory",
+);
+
+// --- yara (rules over every file, see `yara_rules`) ------------------------------------------
+
+/// A YARA rule matched. Findings carry the id `yara.<rule name>` and the severity in the
+/// rule's metadata; this entry stands for all of them in the catalogue.
+pub const YARA_RULE_MATCH: Rule = rule(
+    "yara.rule",
+    Medium,
+    "a YARA rule of the default set or the operator's matched a file (reported as \
+     yara.<rule name>, at the severity the rule states)",
+);
+/// The rules could not scan a file to the end.
+pub const YARA_SCAN_FAILED: Rule = rule(
+    "yara.scan-failed",
+    High,
+    "scanning a file with the YARA rules timed out or failed, so it may hide a match",
+);
+/// Files left out of the rule scan by its size budget.
+pub const YARA_NOT_SCANNED: Rule = rule(
+    "yara.not-scanned",
+    Medium,
+    "files beyond the rule scan's size budget were not scanned with the YARA rules",
+);
+
 // --- scanner -------------------------------------------------------------------------------
 
 /// Findings left out to keep the report bounded.
@@ -369,6 +463,20 @@ pub const ALL: &[Rule] = &[
     PE_HIGH_ENTROPY_CODE,
     PE_UNSIGNED,
     PE_AUTHENTICODE_PRESENT,
+    DYNAMIC_NOT_RUN,
+    DYNAMIC_FUEL_EXHAUSTED,
+    DYNAMIC_TIMEOUT,
+    DYNAMIC_MEMORY_LIMIT,
+    DYNAMIC_STACK_OVERFLOW,
+    DYNAMIC_TRAP,
+    DYNAMIC_ABI_VERSION,
+    DYNAMIC_HOST_CALL_OUTSIDE_CAPABILITIES,
+    DYNAMIC_UNKNOWN_IMPORT_CALLED,
+    DYNAMIC_OUTPUT_TOO_LARGE,
+    DYNAMIC_OUTPUT_OUT_OF_BOUNDS,
+    YARA_RULE_MATCH,
+    YARA_SCAN_FAILED,
+    YARA_NOT_SCANNED,
     SCANNER_FINDINGS_OMITTED,
     SCANNER_ANALYSIS_CRASHED,
     SCANNER_ANALYSIS_TIMEOUT,

@@ -59,6 +59,8 @@ pub struct WorkerConfig {
     pub limits: AnalysisLimits,
     /// A test hook passed to each analysis child (`--test-hook`).
     pub test_hook: Option<String>,
+    /// The operator's YARA rule directory, passed to each analysis child (`--rules-dir`).
+    pub rules_dir: Option<PathBuf>,
 }
 
 /// A job as the store hands it out.
@@ -351,6 +353,9 @@ async fn scan_job(
     command.arg("analyze").arg(&package);
     if let Some(hook) = &config.test_hook {
         command.arg("--test-hook").arg(hook);
+    }
+    if let Some(rules_dir) = &config.rules_dir {
+        command.arg("--rules-dir").arg(rules_dir);
     }
     let limits = config.limits;
     let run = tokio::task::spawn_blocking(move || run_confined(command, &limits, &cancel))

@@ -228,7 +228,9 @@ async fn the_served_openapi_document_matches_the_committed_one() {
     let app = embedded().await;
     let served: serde_json::Value = app.get("/openapi.json", None).await.json();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
-    let rendered = serde_json::to_string_pretty(&served).unwrap() + "\n";
+    // Keys sorted explicitly: whether serde_json keeps insertion order depends on features
+    // other workspace crates enable, and the committed file must not depend on that.
+    let rendered = serde_json::to_string_pretty(&sorted_keys(&served)).unwrap() + "\n";
     if std::env::var("UPDATE_OPENAPI").as_deref() == Ok("1") {
         std::fs::write(&path, &rendered).unwrap();
     }
@@ -275,4 +277,24 @@ async fn slow_requests_time_out_with_a_problem() {
         metrics.contains(r#"route="/api/v1/auth/register",status="408""#),
         "{metrics}"
     );
+}
+
+/// `value` with every object's keys in byte order.
+fn sorted_keys(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(sorted_keys).collect())
+        }
+        other => other.clone(),
+    }
 }

@@ -1,0 +1,922 @@
+//! Dynamic analysis of a wasm plugin: the module runs in Wasmtime, configured for untrusted
+//! code, against instrumented host functions that record every call.
+//!
+//! The engine enables exactly the ABI's WebAssembly features, meters fuel, interrupts at a
+//! wall-clock deadline (an epoch bumped by a timer thread), caps memory and tables through a
+//! [`ResourceLimiter`] and keeps the wasm stack small. Nothing of the outside world is
+//! reachable: the `plugstore:` imports answer like a host that grants nothing beyond the
+//! manifest's capabilities and has nothing to give for those (no files, no network), and the
+//! always-available WASI subset is implemented here as stubs (stdout/stderr into a bounded
+//! buffer, a fixed clock, deterministic "random" bytes, empty arguments and environment), so
+//! no WASI context with preopens or environment exists at all.
+//!
+//! The run follows the host's order ([`plugstore_format::abi::GUEST_EXPORTS`]): instantiate
+//! (a start function runs here, under the same limits), `_initialize`, check
+//! `plugstore_abi_version`, `plugstore_init`, then `plugstore_handle` with a few canned
+//! inputs. Traps, exhausted fuel, the deadline, refused memory growth and host calls beyond
+//! the declared capabilities become findings; fuel, peak memory, wall time, output sizes and
+//! host calls per import become metrics.
+//!
+//! This runs only in the confined analysis child ([`crate::isolation`]): compiling untrusted
+//! code never happens in the worker.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use plugstore_format::abi::{
+    self, ABI_VERSION, EXPORT_ABI_VERSION, EXPORT_ALLOC, EXPORT_HANDLE, EXPORT_INIT, EXPORT_MEMORY,
+    EXPORT_WASI_INITIALIZE, HostErrorCode, ImportClass, MODULE_WASI, WasmFeature,
+};
+use plugstore_format::manifest::Capability;
+use serde_json::json;
+use wasmtime::{
+    Caller, Config, Engine, Extern, ExternType, Linker, Memory, Module, ResourceLimiter, Store,
+    StoreLimits, StoreLimitsBuilder, Trap, Val, ValType,
+};
+
+use crate::findings::{
+    Finding, FindingCollector, MAX_EVIDENCE_CHARS, MAX_LOCATION_CHARS, Metrics, StaticAnalysis,
+    bounded_text,
+};
+use crate::rules;
+
+/// Fuel (roughly: wasm instructions) for each call into the plugin, instantiation included.
+pub const DEFAULT_FUEL_PER_CALL: u64 = 200_000_000;
+/// Wall-clock time for the whole run, all calls together.
+pub const DEFAULT_WALL_DEADLINE: Duration = Duration::from_secs(10);
+/// Most linear memory the plugin may have (the host clients' cap as well).
+pub const DEFAULT_MAX_MEMORY_BYTES: usize = 256 << 20;
+/// Most elements of one table.
+pub const DEFAULT_MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Most tables of the instance.
+pub const DEFAULT_MAX_TABLES: usize = 16;
+/// Most bytes of wasm stack; deep recursion traps well before the native stack is at risk.
+pub const DEFAULT_MAX_WASM_STACK: usize = 512 << 10;
+/// Largest output of one `plugstore_handle` call that is not a finding.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u32 = 4 << 20;
+/// Most bytes of stdout and stderr kept from the plugin.
+pub const MAX_CAPTURED_STDIO_BYTES: usize = 64 << 10;
+/// How the instantiation step (and a start function in it) is named in traps and findings.
+const INSTANTIATION: &str = "instantiation";
+/// Refused `memory.grow` requests after which the next one traps instead of returning -1.
+const MAX_MEMORY_REFUSALS: u32 = 64;
+/// How many arguments of the first call of each import are recorded.
+const RECORDED_ARGS: usize = 6;
+
+/// The requests `plugstore_handle` gets, in order.
+pub const CANNED_INPUTS: &[&[u8]] = &[
+    b"",
+    b"{\"action\":\"ping\"}",
+    b"hello from the plugstore scanner",
+];
+
+/// WASI errno `EBADF`.
+const WASI_EBADF: i32 = 8;
+/// WASI errno `EFAULT`.
+const WASI_EFAULT: i32 = 21;
+/// WASI errno `ENOTSUP`.
+const WASI_ENOTSUP: i32 = 58;
+/// WASI errno `ENOTCAPABLE`.
+const WASI_ENOTCAPABLE: i32 = 76;
+/// What `clock_time_get` answers: a fixed instant (2026-01-01T00:00:00Z), so that runs are
+/// reproducible.
+const FIXED_TIME_NS: u64 = 1_767_225_600_000_000_000;
+
+/// The limits of one dynamic run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DynamicLimits {
+    /// Fuel for each call.
+    pub fuel_per_call: u64,
+    /// Wall-clock deadline of the whole run.
+    pub wall_deadline: Duration,
+    /// Most linear memory, in bytes.
+    pub max_memory_bytes: usize,
+    /// Most elements of one table.
+    pub max_table_elements: usize,
+    /// Most wasm stack, in bytes.
+    pub max_wasm_stack: usize,
+    /// Largest output of one call that is not a finding.
+    pub max_output_bytes: u32,
+}
+
+impl Default for DynamicLimits {
+    fn default() -> Self {
+        Self {
+            fuel_per_call: DEFAULT_FUEL_PER_CALL,
+            wall_deadline: DEFAULT_WALL_DEADLINE,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_table_elements: DEFAULT_MAX_TABLE_ELEMENTS,
+            max_wasm_stack: DEFAULT_MAX_WASM_STACK,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+}
+
+/// Runs the module and reports what it did. `bytes` must have passed the static validation
+/// (no `wasm.invalid`); a module that still fails to compile or instantiate gets a
+/// `dynamic.not-run` finding.
+pub fn analyze_wasm_dynamic(
+    bytes: &[u8],
+    declared: &[Capability],
+    limits: &DynamicLimits,
+) -> StaticAnalysis {
+    StaticAnalysis::collect(|findings, metrics| {
+        analyze_wasm_dynamic_into(bytes, declared, limits, findings, metrics);
+    })
+}
+
+/// [`analyze_wasm_dynamic`] adding to a caller's findings and metrics.
+pub fn analyze_wasm_dynamic_into(
+    bytes: &[u8],
+    declared: &[Capability],
+    limits: &DynamicLimits,
+    findings: &mut FindingCollector,
+    metrics: &mut Metrics,
+) {
+    let started = Instant::now();
+    let mut run = PluginRun {
+        findings,
+        fuel_used: 0,
+        traps: Vec::new(),
+        outputs: Vec::new(),
+        limits,
+        memory_limit_reported: false,
+    };
+    let state = match run.execute(bytes, declared) {
+        Ok(state) => Some(state),
+        Err(reason) => {
+            run.findings.push(
+                Finding::new(&rules::DYNAMIC_NOT_RUN, "the module could not be run")
+                    .with_evidence(reason),
+            );
+            None
+        }
+    };
+    metrics.insert(
+        "dynamic.wall_time_ms".into(),
+        json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+    );
+    metrics.insert("dynamic.fuel_used".into(), json!(run.fuel_used));
+    metrics.insert("dynamic.traps".into(), json!(run.traps));
+    metrics.insert("dynamic.output_bytes".into(), json!(run.outputs));
+    if let Some(state) = state {
+        metrics.insert(
+            "dynamic.peak_memory_bytes".into(),
+            json!(state.limiter.peak_memory_bytes),
+        );
+        metrics.insert("dynamic.stdio_bytes".into(), json!(state.stdio_bytes_total));
+        metrics.insert(
+            "dynamic.stdio_head".into(),
+            json!(bounded_text(
+                &String::from_utf8_lossy(&state.stdio),
+                MAX_EVIDENCE_CHARS
+            )),
+        );
+        let calls: serde_json::Map<String, serde_json::Value> = state
+            .calls
+            .iter()
+            .map(|((module, name), record)| {
+                (
+                    // Names of unknown imports come from the module.
+                    bounded_text(&format!("{module}.{name}"), MAX_LOCATION_CHARS),
+                    json!({"count": record.count, "first_args": record.first_args}),
+                )
+            })
+            .collect();
+        metrics.insert(
+            "dynamic.host_calls".into(),
+            serde_json::Value::Object(calls),
+        );
+    }
+}
+
+/// The store's data: the limiter and everything the host functions record.
+struct HostState {
+    limiter: RecordingLimiter,
+    declared: Vec<Capability>,
+    calls: BTreeMap<(String, String), CallRecord>,
+    /// Findings raised inside host functions, moved to the collector after each call.
+    pending: Vec<Finding>,
+    stdio: Vec<u8>,
+    stdio_bytes_total: u64,
+    random_state: u64,
+}
+
+/// Calls of one import.
+#[derive(Debug, Default)]
+struct CallRecord {
+    count: u64,
+    first_args: Vec<i64>,
+}
+
+/// [`StoreLimits`] that also remembers the peak memory and whether growth was refused.
+struct RecordingLimiter {
+    inner: StoreLimits,
+    max_memory_bytes: usize,
+    peak_memory_bytes: usize,
+    memory_refused: bool,
+    memory_refusals: u32,
+}
+
+impl ResourceLimiter for RecordingLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.max_memory_bytes
+            && self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak_memory_bytes = self.peak_memory_bytes.max(desired);
+        } else {
+            self.memory_refused = true;
+            self.memory_refusals += 1;
+            // A plugin may handle one refusal; asking on and on is a memory bomb, which would
+            // otherwise spin until the deadline.
+            if self.memory_refusals > MAX_MEMORY_REFUSALS {
+                return Err(wasmtime::Error::msg(format!(
+                    "memory growth to {desired} bytes refused {} times",
+                    self.memory_refusals
+                )));
+            }
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// Raised by `proc_exit`: ends the instance like a trap, but is not a fault.
+#[derive(Debug)]
+struct ProcExit(i32);
+
+impl std::fmt::Display for ProcExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "proc_exit({})", self.0)
+    }
+}
+
+impl std::error::Error for ProcExit {}
+
+/// Raised by the stubs of imports the ABI does not provide.
+#[derive(Debug)]
+struct UnknownImportCalled(String);
+
+impl std::fmt::Display for UnknownImportCalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the import {} is not provided by any host", self.0)
+    }
+}
+
+impl std::error::Error for UnknownImportCalled {}
+
+/// How a call into the plugin ended, when not normally.
+enum CallFailure {
+    /// A fault that ends the run (fuel, deadline, memory, stack): reported, nothing more is
+    /// called.
+    Fatal,
+    /// A trap or an unusable result; the run goes on with the next call where that makes
+    /// sense.
+    Recoverable,
+}
+
+/// One dynamic run in progress.
+struct PluginRun<'a> {
+    findings: &'a mut FindingCollector,
+    fuel_used: u64,
+    traps: Vec<String>,
+    outputs: Vec<u64>,
+    limits: &'a DynamicLimits,
+    memory_limit_reported: bool,
+}
+
+impl PluginRun<'_> {
+    /// Compiles, instantiates and calls the plugin. `Err` when it cannot even be
+    /// instantiated for a reason that is not the plugin's behaviour.
+    fn execute(&mut self, bytes: &[u8], declared: &[Capability]) -> Result<HostState, String> {
+        let engine = Engine::new(&untrusted_config(self.limits)).map_err(|e| format!("{e:#}"))?;
+        let module = Module::new(&engine, bytes).map_err(|e| format!("{e:#}"))?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        define_imports(&mut linker, &module).map_err(|e| format!("{e:#}"))?;
+
+        let limiter = RecordingLimiter {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(self.limits.max_memory_bytes)
+                .table_elements(self.limits.max_table_elements)
+                .instances(1)
+                .memories(1)
+                .tables(DEFAULT_MAX_TABLES)
+                .build(),
+            max_memory_bytes: self.limits.max_memory_bytes,
+            peak_memory_bytes: 0,
+            memory_refused: false,
+            memory_refusals: 0,
+        };
+        let mut store = Store::new(
+            &engine,
+            HostState {
+                limiter,
+                declared: declared.to_vec(),
+                calls: BTreeMap::new(),
+                pending: Vec::new(),
+                stdio: Vec::new(),
+                stdio_bytes_total: 0,
+                random_state: 0x2545_f491_4f6c_dd1d,
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_trap();
+        let _deadline = Deadline::start(&engine, self.limits.wall_deadline);
+
+        self.run_calls(&mut store, &linker, &module);
+        self.flush_pending(&mut store);
+        if store.data().limiter.memory_refused && !self.memory_limit_reported {
+            self.report_memory_limit(None);
+        }
+        Ok(store.into_data())
+    }
+
+    /// The host's sequence of calls; stops at the first fatal fault.
+    fn run_calls(
+        &mut self,
+        store: &mut Store<HostState>,
+        linker: &Linker<HostState>,
+        module: &Module,
+    ) {
+        let instance = match self.metered(store, INSTANTIATION, |store| {
+            linker.instantiate(&mut *store, module)
+        }) {
+            Ok(instance) => instance,
+            Err(_) => return,
+        };
+        if let Ok(initialize) =
+            instance.get_typed_func::<(), ()>(&mut *store, EXPORT_WASI_INITIALIZE)
+            && let Err(CallFailure::Fatal) = self.metered(store, EXPORT_WASI_INITIALIZE, |store| {
+                initialize.call(store, ())
+            })
+        {
+            return;
+        }
+        match instance.get_typed_func::<(), i32>(&mut *store, EXPORT_ABI_VERSION) {
+            Ok(version) => {
+                match self.metered(store, EXPORT_ABI_VERSION, |store| version.call(store, ())) {
+                    Ok(version) if version == ABI_VERSION as i32 => {}
+                    Ok(version) => {
+                        self.findings.push(
+                            Finding::new(
+                                &rules::DYNAMIC_ABI_VERSION,
+                                format!(
+                                    "plugstore_abi_version returned {version}; this host \
+                                     implements version {ABI_VERSION}"
+                                ),
+                            )
+                            .with_evidence(version.to_string()),
+                        );
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+            // A missing or mistyped export is the static analysis' finding.
+            Err(_) => return,
+        }
+        if let Ok(init) = instance.get_typed_func::<(), i32>(&mut *store, EXPORT_INIT) {
+            match self.metered(store, EXPORT_INIT, |store| init.call(store, ())) {
+                Ok(0) => {}
+                Ok(status) => {
+                    self.traps
+                        .push(format!("{EXPORT_INIT} returned {status} (refuses to load)"));
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        let (Ok(alloc), Ok(handle), Some(memory)) = (
+            instance.get_typed_func::<i32, i32>(&mut *store, EXPORT_ALLOC),
+            instance.get_typed_func::<(i32, i32), i64>(&mut *store, EXPORT_HANDLE),
+            instance.get_memory(&mut *store, EXPORT_MEMORY),
+        ) else {
+            return;
+        };
+        for input in CANNED_INPUTS {
+            let len = input.len() as i32;
+            let ptr = match self.metered(store, EXPORT_ALLOC, |store| alloc.call(store, len)) {
+                Ok(ptr) => ptr,
+                Err(CallFailure::Fatal) => return,
+                Err(CallFailure::Recoverable) => continue,
+            };
+            if ptr == 0 && len > 0 {
+                self.traps.push(format!("{EXPORT_ALLOC}({len}) returned 0"));
+                continue;
+            }
+            if memory
+                .write(&mut *store, ptr as u32 as usize, input)
+                .is_err()
+            {
+                self.findings.push(
+                    Finding::new(
+                        &rules::DYNAMIC_TRAP,
+                        format!("{EXPORT_ALLOC}({len}) returned a buffer outside memory"),
+                    )
+                    .with_evidence(format!("ptr={}", ptr as u32)),
+                );
+                continue;
+            }
+            let packed =
+                match self.metered(store, EXPORT_HANDLE, |store| handle.call(store, (ptr, len))) {
+                    Ok(packed) => packed,
+                    Err(CallFailure::Fatal) => return,
+                    Err(CallFailure::Recoverable) => continue,
+                };
+            self.check_output(store, memory, packed);
+        }
+    }
+
+    /// Records the output of one `plugstore_handle` call and checks it is within bounds.
+    fn check_output(&mut self, store: &mut Store<HostState>, memory: Memory, packed: i64) {
+        let (out_ptr, out_len) = abi::unpack_handle_result(packed);
+        self.outputs.push(u64::from(out_len));
+        let end = u64::from(out_ptr) + u64::from(out_len);
+        if end > memory.data_size(&*store) as u64 {
+            self.findings.push(
+                Finding::new(
+                    &rules::DYNAMIC_OUTPUT_OUT_OF_BOUNDS,
+                    "plugstore_handle returned an output outside the plugin's memory",
+                )
+                .with_evidence(format!("ptr={out_ptr} len={out_len}")),
+            );
+        } else if out_len > self.limits.max_output_bytes {
+            self.findings.push(
+                Finding::new(
+                    &rules::DYNAMIC_OUTPUT_TOO_LARGE,
+                    format!(
+                        "plugstore_handle returned {out_len} bytes; the limit is {} bytes",
+                        self.limits.max_output_bytes
+                    ),
+                )
+                .with_evidence(format!("len={out_len}")),
+            );
+        }
+    }
+
+    /// Runs one call with a fresh fuel budget, accounts the fuel, and turns a failure into
+    /// findings.
+    fn metered<R>(
+        &mut self,
+        store: &mut Store<HostState>,
+        what: &str,
+        call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallFailure> {
+        // Setting fuel only fails when fuel is not enabled, which the config guarantees.
+        let _ = store.set_fuel(self.limits.fuel_per_call);
+        let result = call(&mut *store);
+        let left = store.get_fuel().unwrap_or(0);
+        self.fuel_used = self
+            .fuel_used
+            .saturating_add(self.limits.fuel_per_call.saturating_sub(left));
+        self.flush_pending(store);
+        result.map_err(|error| self.classify_failure(store, what, &error))
+    }
+
+    fn flush_pending(&mut self, store: &mut Store<HostState>) {
+        for finding in std::mem::take(&mut store.data_mut().pending) {
+            self.findings.push(finding);
+        }
+    }
+
+    fn classify_failure(
+        &mut self,
+        store: &Store<HostState>,
+        what: &str,
+        error: &wasmtime::Error,
+    ) -> CallFailure {
+        // The trap itself, not the context ("error while executing at wasm backtrace").
+        let message = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => error.root_cause().to_string(),
+        };
+        self.traps.push(format!("{what}: {}", first_line(&message)));
+        if error.downcast_ref::<ProcExit>().is_some() {
+            // Ending through WASI is allowed; only the rest of the run is lost.
+            return CallFailure::Fatal;
+        }
+        if what == INSTANTIATION
+            && error.downcast_ref::<Trap>().is_none()
+            && !store.data().limiter.memory_refused
+        {
+            // Linking failed (a memory, table or global import no host provides), which the
+            // static analysis reports; nothing of the plugin ran.
+            self.findings.push(
+                Finding::new(
+                    &rules::DYNAMIC_NOT_RUN,
+                    "the module could not be instantiated for the dynamic run",
+                )
+                .with_evidence(first_line(&message)),
+            );
+            return CallFailure::Fatal;
+        }
+        if error.downcast_ref::<UnknownImportCalled>().is_some() {
+            // Already reported by the stub.
+            return CallFailure::Recoverable;
+        }
+        let evidence = first_line(&message).to_owned();
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => {
+                self.findings.push(
+                    Finding::new(
+                        &rules::DYNAMIC_FUEL_EXHAUSTED,
+                        format!(
+                            "{what} used up its fuel of {} units without returning (an endless \
+                             or extremely long loop)",
+                            self.limits.fuel_per_call
+                        ),
+                    )
+                    .with_evidence(evidence),
+                );
+                CallFailure::Fatal
+            }
+            Some(Trap::Interrupt) => {
+                self.findings.push(
+                    Finding::new(
+                        &rules::DYNAMIC_TIMEOUT,
+                        format!(
+                            "{what} was still running at the wall-clock deadline of {} ms",
+                            self.limits.wall_deadline.as_millis()
+                        ),
+                    )
+                    .with_evidence(evidence),
+                );
+                CallFailure::Fatal
+            }
+            Some(Trap::StackOverflow) => {
+                self.findings.push(
+                    Finding::new(
+                        &rules::DYNAMIC_STACK_OVERFLOW,
+                        format!(
+                            "{what} overflowed the wasm stack of {} KiB (deep or endless \
+                             recursion)",
+                            self.limits.max_wasm_stack >> 10
+                        ),
+                    )
+                    .with_evidence(evidence),
+                );
+                CallFailure::Fatal
+            }
+            _ if store.data().limiter.memory_refused => {
+                self.report_memory_limit(Some((what, evidence)));
+                CallFailure::Fatal
+            }
+            _ => {
+                self.findings.push(
+                    Finding::new(&rules::DYNAMIC_TRAP, format!("{what} trapped: {evidence}"))
+                        .with_evidence(evidence),
+                );
+                if what == INSTANTIATION {
+                    CallFailure::Fatal
+                } else {
+                    CallFailure::Recoverable
+                }
+            }
+        }
+    }
+
+    fn report_memory_limit(&mut self, failed: Option<(&str, String)>) {
+        self.memory_limit_reported = true;
+        let limit = self.limits.max_memory_bytes >> 20;
+        let finding = match failed {
+            Some((what, evidence)) => Finding::new(
+                &rules::DYNAMIC_MEMORY_LIMIT,
+                format!("{what} failed after its memory growth beyond {limit} MiB was refused"),
+            )
+            .with_evidence(evidence),
+            None => Finding::new(
+                &rules::DYNAMIC_MEMORY_LIMIT,
+                format!("the plugin tried to grow its memory beyond {limit} MiB and was refused"),
+            )
+            .with_evidence("memory.grow refused by the store limiter"),
+        };
+        self.findings.push(finding);
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// Wasmtime for untrusted code: the ABI's features and nothing else, fuel, epochs, a small
+/// stack, and memories that fit in the analysis child's address-space limit.
+fn untrusted_config(limits: &DynamicLimits) -> Config {
+    let enabled = |feature: WasmFeature| feature.is_enabled();
+    // Reference types with funcref only, function references and exceptions have no switch
+    // here: without Wasmtime's `gc` feature (not compiled in) they are fixed at exactly the
+    // ABI's choice, funcref tables on and externref, typed function references and
+    // exception handling off; likewise threads without the `threads` feature.
+    let mut config = Config::new();
+    config
+        .wasm_multi_value(enabled(WasmFeature::MultiValue))
+        .wasm_bulk_memory(enabled(WasmFeature::BulkMemory))
+        .wasm_simd(enabled(WasmFeature::Simd))
+        .wasm_relaxed_simd(false)
+        .wasm_memory64(false)
+        .wasm_multi_memory(false)
+        .wasm_tail_call(false)
+        .wasm_extended_const(false)
+        .wasm_gc(false)
+        .wasm_wide_arithmetic(false)
+        .wasm_custom_page_sizes(false)
+        .wasm_stack_switching(false)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(limits.max_wasm_stack)
+        // The child runs under an address-space limit: reserve only the memory limit (the
+        // single memory never moves as it grows up to it) instead of 4 GiB plus guard pages,
+        // at the price of explicit bounds checks.
+        .memory_reservation(limits.max_memory_bytes as u64)
+        .memory_guard_size(0)
+        .memory_reservation_for_growth(0)
+        // Copy-on-write images live in a memfd, which the child's file-size limit of 0
+        // forbids (SIGXFSZ); data segments are copied in instead.
+        .memory_init_cow(false);
+    config
+}
+
+/// Bumps the engine's epoch once when the deadline passes, which traps the running call;
+/// dropping it stops the timer thread.
+struct Deadline {
+    _stop: mpsc::Sender<()>,
+}
+
+impl Deadline {
+    fn start(engine: &Engine, after: Duration) -> Self {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let engine = engine.clone();
+        let timer = std::thread::Builder::new()
+            .name("plugstore-wasm-deadline".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(after) {
+                    engine.increment_epoch();
+                }
+            });
+        if let Err(error) = timer {
+            // Fuel still bounds every call; only the wall-clock bound is lost.
+            tracing::warn!("cannot start the wasm deadline timer: {error}");
+        }
+        Self { _stop: stop }
+    }
+}
+
+/// Satisfies every function import of the module: ABI functions with their exact type get
+/// instrumented host functions, everything else a stub that traps when called. Non-function
+/// imports are left undefined, so instantiation fails (the static analysis reports them).
+fn define_imports(linker: &mut Linker<HostState>, module: &Module) -> wasmtime::Result<()> {
+    for import in module.imports() {
+        let ExternType::Func(ty) = import.ty() else {
+            continue;
+        };
+        let (module_name, name) = (import.module().to_owned(), import.name().to_owned());
+        let class = abi::lookup_import(&module_name, &name);
+        let provided = match class {
+            ImportClass::Provided {
+                capability,
+                signature,
+            } => {
+                let matches = ty
+                    .params()
+                    .map(|t| abi_type(&t))
+                    .eq(signature.params.iter().map(|t| Some(*t)))
+                    && ty
+                        .results()
+                        .map(|t| abi_type(&t))
+                        .eq(signature.results.iter().map(|t| Some(*t)));
+                matches.then_some(capability)
+            }
+            _ => None,
+        };
+        match provided {
+            Some(capability) => {
+                let (m, n) = (module_name.clone(), name.clone());
+                linker.func_new(&module_name, &name, ty, move |caller, params, results| {
+                    host_call(caller, &m, &n, capability, params, results)
+                })?;
+            }
+            None => {
+                let label = format!("{module_name}.{name}");
+                linker.func_new(&module_name, &name, ty, move |mut caller, params, _| {
+                    record_call(caller.data_mut(), &label, params);
+                    caller.data_mut().pending.push(
+                        Finding::new(
+                            &rules::DYNAMIC_UNKNOWN_IMPORT_CALLED,
+                            format!("the plugin called {label}, which no host provides"),
+                        )
+                        .with_evidence(label.clone()),
+                    );
+                    Err(wasmtime::Error::new(UnknownImportCalled(label.clone())))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn abi_type(ty: &ValType) -> Option<abi::AbiType> {
+    match ty {
+        ValType::I32 => Some(abi::AbiType::I32),
+        ValType::I64 => Some(abi::AbiType::I64),
+        _ => None,
+    }
+}
+
+fn val_as_i64(value: &Val) -> i64 {
+    match value {
+        Val::I32(v) => i64::from(*v),
+        Val::I64(v) => *v,
+        _ => 0,
+    }
+}
+
+/// Counts a call of `label` and keeps the arguments of the first.
+fn record_call(state: &mut HostState, label: &str, params: &[Val]) {
+    let (module, name) = label.split_once('.').unwrap_or((label, ""));
+    let record = state
+        .calls
+        .entry((module.to_owned(), name.to_owned()))
+        .or_default();
+    if record.count == 0 {
+        record.first_args = params.iter().take(RECORDED_ARGS).map(val_as_i64).collect();
+    }
+    record.count += 1;
+}
+
+/// An instrumented ABI host function: records the call, reports calls outside the declared
+/// capabilities, and answers like a host that has nothing to give.
+fn host_call(
+    mut caller: Caller<'_, HostState>,
+    module: &str,
+    name: &str,
+    capability: Option<Capability>,
+    params: &[Val],
+    results: &mut [Val],
+) -> wasmtime::Result<()> {
+    let state = caller.data_mut();
+    let first_call = !state
+        .calls
+        .contains_key(&(module.to_owned(), name.to_owned()));
+    let label = format!("{module}.{name}");
+    record_call(state, &label, params);
+    let granted = capability.is_none_or(|c| state.declared.contains(&c));
+    if !granted && first_call {
+        let capability = capability.map(|c| c.as_str()).unwrap_or_default();
+        state.pending.push(
+            Finding::new(
+                &rules::DYNAMIC_HOST_CALL_OUTSIDE_CAPABILITIES,
+                format!(
+                    "the plugin called {label}, which needs the capability {capability:?} that \
+                     the manifest does not declare"
+                ),
+            )
+            .with_evidence(label.clone()),
+        );
+    }
+    let arg = |at: usize| params.get(at).map(val_as_i64).unwrap_or(0);
+    let answer: i64 = if module == MODULE_WASI {
+        if granted {
+            wasi_call(&mut caller, name, &arg)?
+        } else {
+            i64::from(WASI_ENOTCAPABLE)
+        }
+    } else if !granted {
+        HostErrorCode::Denied.code()
+    } else {
+        match (module, name) {
+            (abi::MODULE_LOG, _) => 0,
+            (abi::MODULE_FS, "read_file") | (abi::MODULE_ENV, _) => HostErrorCode::NotFound.code(),
+            // The clipboard is empty; writes and dialogs succeed without doing anything.
+            (abi::MODULE_CLIPBOARD, _) | (abi::MODULE_UI, _) => 0,
+            // No file system, network or processes behind the scanner's host.
+            _ => HostErrorCode::Denied.code(),
+        }
+    };
+    if let Some(result) = results.first_mut() {
+        // WASI returns an i32 errno, the plugstore: modules an i64 (the signatures were
+        // checked when the import was defined).
+        *result = if module == MODULE_WASI {
+            Val::I32(answer as i32)
+        } else {
+            Val::I64(answer)
+        };
+    }
+    Ok(())
+}
+
+/// The always-available WASI subset, with nothing behind it. Returns the errno.
+fn wasi_call(
+    caller: &mut Caller<'_, HostState>,
+    name: &str,
+    arg: &dyn Fn(usize) -> i64,
+) -> wasmtime::Result<i64> {
+    let Some(Extern::Memory(memory)) = caller.get_export(EXPORT_MEMORY) else {
+        return Ok(i64::from(WASI_EFAULT));
+    };
+    let ptr = |at: usize| arg(at) as u32 as usize;
+    let errno = match name {
+        "proc_exit" => return Err(wasmtime::Error::new(ProcExit(arg(0) as i32))),
+        "args_sizes_get" | "environ_sizes_get" => {
+            let zero = 0u32.to_le_bytes();
+            if memory.write(&mut *caller, ptr(0), &zero).is_err()
+                || memory.write(&mut *caller, ptr(1), &zero).is_err()
+            {
+                WASI_EFAULT
+            } else {
+                0
+            }
+        }
+        "args_get" | "environ_get" | "sched_yield" => 0,
+        "clock_time_get" | "clock_res_get" => {
+            let (value, at) = if name == "clock_time_get" {
+                (FIXED_TIME_NS, 2)
+            } else {
+                (1_000, 1)
+            };
+            match memory.write(&mut *caller, ptr(at), &value.to_le_bytes()) {
+                Ok(()) => 0,
+                Err(_) => WASI_EFAULT,
+            }
+        }
+        "random_get" => {
+            let len = ptr(1).min(1 << 20);
+            let mut bytes = vec![0u8; len];
+            let state = &mut caller.data_mut().random_state;
+            for byte in &mut bytes {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                *byte = (*state >> 24) as u8;
+            }
+            match memory.write(&mut *caller, ptr(0), &bytes) {
+                Ok(()) => 0,
+                Err(_) => WASI_EFAULT,
+            }
+        }
+        "fd_write" => fd_write(caller, memory, arg),
+        "poll_oneoff" => WASI_ENOTSUP,
+        _ => WASI_EBADF,
+    };
+    Ok(i64::from(errno))
+}
+
+/// `fd_write(fd, iovs, iovs_len, nwritten)` to stdout or stderr, kept in a bounded buffer.
+fn fd_write(caller: &mut Caller<'_, HostState>, memory: Memory, arg: &dyn Fn(usize) -> i64) -> i32 {
+    let fd = arg(0);
+    if fd != 1 && fd != 2 {
+        return WASI_EBADF;
+    }
+    let (iovs, count) = (arg(1) as u32 as usize, arg(2) as u32 as usize);
+    let mut written: u32 = 0;
+    for at in 0..count.min(1024) {
+        let mut iov = [0u8; 8];
+        if memory.read(&*caller, iovs + at * 8, &mut iov).is_err() {
+            return WASI_EFAULT;
+        }
+        let base = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]) as usize;
+        let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]) as usize;
+        let Some(end) = base.checked_add(len) else {
+            return WASI_EFAULT;
+        };
+        let data = memory.data(&*caller);
+        let Some(bytes) = data.get(base..end) else {
+            return WASI_EFAULT;
+        };
+        let room = MAX_CAPTURED_STDIO_BYTES.saturating_sub(caller.data().stdio.len());
+        let kept = bytes[..len.min(room)].to_vec();
+        let state = caller.data_mut();
+        state.stdio.extend_from_slice(&kept);
+        state.stdio_bytes_total += len as u64;
+        written = written.saturating_add(len as u32);
+    }
+    match memory.write(&mut *caller, arg(3) as u32 as usize, &written.to_le_bytes()) {
+        Ok(()) => 0,
+        Err(_) => WASI_EFAULT,
+    }
+}
