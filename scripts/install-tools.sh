@@ -6,6 +6,8 @@ need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The scanner tests fetch real third-party WebAssembly from the npm registry.
+command -v npm >/dev/null 2>&1 || need+=(npm)
 
 if [[ ${#need[@]} -gt 0 ]]; then
     if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then

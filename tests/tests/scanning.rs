@@ -372,3 +372,114 @@ fn the_server_runs_its_own_worker() {
     let verdict = wait_verdict(&alice, "acme/embedded", &mut []);
     assert_eq!(verdict["state"], "published", "{verdict}");
 }
+
+/// Creates a reviewer with the operator command, in the running store's data directory, and
+/// signs them in; returns their access token.
+fn reviewer_token(bins: &Binaries, store: &Store) -> String {
+    let mut command = Command::new(&bins.server);
+    without_plugstore_env(&mut command);
+    let mut child = command
+        .current_dir(store.dir())
+        .args([
+            "admin",
+            "create-user",
+            "--username",
+            "rita",
+            "--email",
+            "rita@example.org",
+            "--role",
+            "reviewer",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{PASSWORD}\n").as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let login: serde_json::Value = store
+        .http()
+        .post(format!("{}/api/v1/auth/login", store.url))
+        .json(&serde_json::json!({"username": "rita", "password": PASSWORD}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    login["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The issue's three paths with the real binaries: clean → published by itself; risky →
+/// waits for review → a reviewer approves; the EICAR test string in a shipped file → rejected.
+#[test]
+fn clean_publishes_risky_is_approved_and_eicar_is_rejected() {
+    let bins = binaries();
+    let store = scanning_store(&bins);
+    let alice = acme_owner(&bins, &store);
+
+    publish(&alice, "acme/clean", &plugin_wat(""));
+    let fetch = r#"(import "plugstore:http" "fetch" (func (param i32 i32 i32 i32) (result i64)))"#;
+    publish(&alice, "acme/risky", &plugin_wat(fetch));
+    // The EICAR string, assembled here so this file itself is not a test file.
+    let eicar = [
+        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
+        "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
+    ]
+    .concat();
+    let dir = write_plugin(&alice.cli.work_dir(), "acme/infected", &plugin_wat(""));
+    std::fs::write(dir.join("readme.txt"), eicar).unwrap();
+    let out = alice
+        .cli
+        .run(&["publish", dir.to_str().unwrap()])
+        .ok()
+        .to_owned();
+    assert!(out.contains("(state: scanning)"), "{out}");
+
+    for n in 0..3 {
+        worker_once(&bins, &store, &format!("once-{n}"));
+    }
+    assert_eq!(version(&alice, "acme/clean")["state"], "published");
+    let infected = version(&alice, "acme/infected");
+    assert_eq!(infected["state"], "rejected", "{infected}");
+    let report = store
+        .http()
+        .get(format!(
+            "{}/api/v1/plugins/acme/infected/versions/1.0.0/scan-report",
+            alice.url
+        ))
+        .bearer_auth(&alice.token)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(report.contains("yara.eicar_test_file"), "{report}");
+
+    assert_eq!(version(&alice, "acme/risky")["state"], "pending_review");
+    let rita = reviewer_token(&bins, &store);
+    let approved = store
+        .http()
+        .post(format!(
+            "{}/api/v1/review/versions/acme/risky/1.0.0/approve",
+            store.url
+        ))
+        .bearer_auth(&rita)
+        .json(&serde_json::json!({"reason": "fetch is used for the documented update check"}))
+        .send()
+        .unwrap();
+    assert!(
+        approved.status().is_success(),
+        "{}",
+        approved.text().unwrap_or_default()
+    );
+    assert_eq!(version(&alice, "acme/risky")["state"], "published");
+    let public = store.get_json("/api/v1/plugins/acme/risky/versions/1.0.0");
+    assert_eq!(public["state"], "published");
+}
