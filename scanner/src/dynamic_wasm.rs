@@ -31,8 +31,8 @@ use plugstore_format::abi::{
 use plugstore_format::manifest::Capability;
 use serde_json::json;
 use wasmtime::{
-    Caller, Config, Engine, Extern, ExternType, Linker, Memory, Module, ResourceLimiter, Store,
-    StoreLimits, StoreLimitsBuilder, Trap, Val, ValType,
+    Caller, Config, Engine, Extern, ExternType, Linker, Memory, Module, OptLevel, ResourceLimiter,
+    Store, StoreLimits, StoreLimitsBuilder, Trap, Val, ValType,
 };
 
 use crate::findings::{
@@ -83,12 +83,14 @@ const WASI_ENOTCAPABLE: i32 = 76;
 /// reproducible.
 const FIXED_TIME_NS: u64 = 1_767_225_600_000_000_000;
 
-/// The limits of one dynamic run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The limits of one dynamic run; an operator's limits file sets them under `[dynamic]`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DynamicLimits {
     /// Fuel for each call.
     pub fuel_per_call: u64,
-    /// Wall-clock deadline of the whole run.
+    /// Wall-clock deadline of the whole run (`wall_deadline_ms` in a limits file).
+    #[serde(rename = "wall_deadline_ms", with = "duration_ms")]
     pub wall_deadline: Duration,
     /// Most linear memory, in bytes.
     pub max_memory_bytes: usize,
@@ -110,6 +112,21 @@ impl Default for DynamicLimits {
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         }
+    }
+}
+
+/// A [`Duration`] as whole milliseconds, the unit operators write.
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
     }
 }
 
@@ -647,6 +664,10 @@ fn untrusted_config(limits: &DynamicLimits) -> Config {
         .wasm_wide_arithmetic(false)
         .wasm_custom_page_sizes(false)
         .wasm_stack_switching(false)
+        // The run is bounded by fuel, not time, so code quality does not matter; Cranelift's
+        // optimisations cost more time than the run itself on large real modules (esbuild,
+        // Go-compiled, has functions of tens of thousands of instructions).
+        .cranelift_opt_level(OptLevel::None)
         .consume_fuel(true)
         .epoch_interruption(true)
         .max_wasm_stack(limits.max_wasm_stack)

@@ -45,12 +45,18 @@ pub const EXIT_ANALYSIS_ERROR: i32 = 3;
 /// production: the hooks make the child burn CPU, allocate or sleep on purpose.
 pub const TEST_HOOKS_ENV: &str = "PLUGSTORE_SCANNER_TEST_HOOKS";
 
-/// Default CPU-time limit of an analysis child.
-pub const DEFAULT_CPU_LIMIT: Duration = Duration::from_secs(60);
-/// Default address-space limit of an analysis child.
-pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 2 << 30;
-/// Default wall-clock timeout of an analysis child.
-pub const DEFAULT_WALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default CPU-time limit of an analysis child (4 minutes). Compiling the module dominates:
+/// Cranelift, single-threaded and without optimisations, needs about 70 s of one core of a
+/// small cloud VM for esbuild's 12 MB Go-compiled module (its functions are huge), and the
+/// limit leaves room for modules a few times that hard.
+pub const DEFAULT_CPU_LIMIT: Duration = Duration::from_secs(240);
+/// Default address-space limit of an analysis child (8 GiB). It is a backstop against a
+/// runaway analyser, not the plugin's memory limit (the dynamic run's store limits are): the
+/// address space counts reservations as well as use, and Cranelift compiling esbuild's 12 MB
+/// module peaks at 3.2 GiB resident and 5.2 GiB of address space.
+pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 8 << 30;
+/// Default wall-clock timeout of an analysis child: the CPU limit plus room for a loaded host.
+pub const DEFAULT_WALL_TIMEOUT: Duration = Duration::from_secs(360);
 /// Most open files of an analysis child (its standard streams, the package, the runtime's).
 pub const MAX_OPEN_FILES: u64 = 32;
 /// Most bytes of standard output kept from an analysis child (reports are bounded well

@@ -16,6 +16,7 @@
 //! - [`yara_rules`]: the default YARA rule set and an operator's rule directory, over every
 //!   file of a package.
 
+pub mod cli;
 pub mod dynamic_wasm;
 pub mod entropy;
 pub mod findings;

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dynamic_wasm::DynamicLimits;
+
 /// Largest WebAssembly module analysed (64 MiB); larger ones get a high finding instead.
 ///
 /// Real plugins are well below: the largest third-party modules the scanner is tested on
@@ -112,4 +114,18 @@ mod tests {
         assert_eq!(limits.min_hex_len, MIN_HEX_LEN);
         assert!(serde_json::from_str::<StaticLimits>(r#"{ "max_wasm": 1 }"#).is_err());
     }
+}
+
+/// Every threshold of one analysis, as an operator's limits file (`--limits FILE`) holds
+/// them: `[static]` for [`StaticLimits`], `[dynamic]` for [`DynamicLimits`]. A missing key
+/// keeps its default; an unknown one is refused, so a typo cannot silently loosen nothing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanLimits {
+    /// The static analyzers' thresholds.
+    #[serde(rename = "static")]
+    pub static_limits: StaticLimits,
+    /// The dynamic run's limits.
+    #[serde(rename = "dynamic")]
+    pub dynamic_limits: DynamicLimits,
 }

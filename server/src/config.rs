@@ -114,9 +114,15 @@ pub struct ScanSettings {
     /// Hold the first version of a new plugin for review even when its scan is clean (as
     /// Mozilla's add-on store does).
     pub first_version_review: bool,
-    /// With `policy = "scan"`, run one `plugstore-scanner worker` (found next to the server
-    /// binary) as a child process.
+    /// With `policy = "scan"`, run one scan worker (this binary's `scanner worker`) as a
+    /// child process.
     pub embedded_worker: bool,
+    /// The embedded worker's operator YARA rule directory (`--rules-dir`); empty: the default
+    /// rules only. Checked at start.
+    pub rules_dir: String,
+    /// The embedded worker's analysis-limits file (`--limits`, TOML with `[static]` and
+    /// `[dynamic]`); empty: the defaults. Checked at start.
+    pub limits_file: String,
 }
 
 /// HTTP listener settings.
@@ -292,12 +298,14 @@ impl Default for Settings {
                 upload_timeout_secs: 900,
             },
             scan: ScanSettings {
-                policy: ScanPolicy::Publish,
+                policy: ScanPolicy::Scan,
                 worker_token: String::new(),
                 lease_secs: 300,
                 max_attempts: 3,
                 first_version_review: true,
                 embedded_worker: true,
+                rules_dir: String::new(),
+                limits_file: String::new(),
             },
         }
     }

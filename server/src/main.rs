@@ -1,7 +1,9 @@
 //! `plugstore-server`: the registry service and its operator commands.
 
+use std::ffi::{OsStr, OsString};
 use std::io::BufRead as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -47,6 +49,14 @@ enum Command {
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The scan worker built into this binary, the same as `plugstore-scanner`
+    /// (`plugstore-server scanner worker --help`).
+    #[command(disable_help_flag = true)]
+    Scanner {
+        /// The scanner's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,9 +118,37 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// The arguments that reach the built-in scanner's command line again (the embedded worker
+/// starts its analysis children with them).
+const SCANNER_INVOCATION: &str = "scanner";
+
+fn main() -> anyhow::Result<ExitCode> {
+    // The scanner has its own command line and runtime; it takes over before this one parses
+    // anything, so that its arguments are its own.
+    let mut args = std::env::args_os();
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(SCANNER_INVOCATION)) {
+        let program = args.next().unwrap_or_default();
+        let scanner_args = std::iter::once(scanner_program_name(&program)).chain(args.skip(1));
+        return Ok(plugstore_scanner::cli::main(
+            scanner_args,
+            vec![SCANNER_INVOCATION.into()],
+        ));
+    }
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(run(Cli::parse()))
+        .map(|()| ExitCode::SUCCESS)
+}
+
+/// `plugstore-server scanner`, as the scanner's usage and errors name it.
+fn scanner_program_name(program: &OsStr) -> OsString {
+    let mut name = program.to_owned();
+    name.push(" ");
+    name.push(SCANNER_INVOCATION);
+    name
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let loaded = load_settings(&cli)?;
     let settings = loaded.settings.clone();
     for warning in &loaded.warnings {
@@ -172,10 +210,14 @@ async fn main() -> anyhow::Result<()> {
             init_logging(&settings);
             serve_command(settings).await
         }
+        Command::Scanner { .. } => bail!(
+            "`scanner` takes no server options: run `plugstore-server scanner ARGS` with `scanner` first"
+        ),
     }
 }
 
 async fn serve_command(settings: Settings) -> anyhow::Result<()> {
+    serve::check_embedded_worker(&settings)?;
     let listener = tokio::net::TcpListener::bind(settings.bind_addr())
         .await
         .with_context(|| format!("cannot listen on {} (http.bind)", settings.http.bind))?;

@@ -129,30 +129,43 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received; draining requests");
 }
 
-/// Where the embedded scan worker's binary is expected: next to this one.
-fn scanner_binary() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let candidate =
-        exe.with_file_name(format!("plugstore-scanner{}", std::env::consts::EXE_SUFFIX));
-    candidate.is_file().then_some(candidate)
+/// Checks the embedded worker's rule directory and limits file before serving, so that a
+/// broken one stops the server with its name instead of failing in a child that restarts.
+pub fn check_embedded_worker(settings: &Settings) -> anyhow::Result<()> {
+    if settings.scan.policy != ScanPolicy::Scan || !settings.scan.embedded_worker {
+        return Ok(());
+    }
+    if !settings.scan.rules_dir.is_empty() {
+        plugstore_scanner::RuleSet::with_directory(std::path::Path::new(&settings.scan.rules_dir))
+            .with_context(|| format!("scan.rules_dir = {:?}", settings.scan.rules_dir))?;
+    }
+    if !settings.scan.limits_file.is_empty() {
+        let text = std::fs::read_to_string(&settings.scan.limits_file)
+            .with_context(|| format!("reading scan.limits_file {:?}", settings.scan.limits_file))?;
+        toml::from_str::<plugstore_scanner::limits::ScanLimits>(&text)
+            .with_context(|| format!("in scan.limits_file {:?}", settings.scan.limits_file))?;
+    }
+    Ok(())
 }
 
-/// Runs one `plugstore-scanner worker` as a child so the one-command store scans too; a
-/// worker that exits is restarted with backoff (its job, if any, is claimed again once the
-/// lease runs out). Stops with the server.
+/// Runs one scan worker as a child so the one-command store scans too: this binary's
+/// `scanner worker`, the same program as `plugstore-scanner worker`, so there is no second
+/// binary to build or ship. A worker that exits is restarted with backoff (its job, if any,
+/// is claimed again once the lease runs out). Stops with the server.
 fn spawn_embedded_worker(
     settings: &Settings,
     server_url: String,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let Some(binary) = scanner_binary() else {
-        tracing::warn!(
-            "scan.policy is `scan` but no plugstore-scanner binary is next to plugstore-server; \
-             versions wait in `scanning` until a worker runs (build it: cargo build -p plugstore-scanner, \
-             or set scan.embedded_worker = false and run workers elsewhere)"
-        );
-        return;
+    let binary = match std::env::current_exe() {
+        Ok(binary) => binary,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot find this executable to start the embedded scan worker; versions wait in `scanning`");
+            return;
+        }
     };
+    let rules_dir = settings.scan.rules_dir.clone();
+    let limits_file = settings.scan.limits_file.clone();
     let token_file = settings.data_dir.join("keys/worker-token");
     let token = settings.scan.worker_token.clone();
     tokio::spawn(async move {
@@ -160,12 +173,19 @@ fn spawn_embedded_worker(
         loop {
             let mut command = tokio::process::Command::new(&binary);
             command.args([
+                "scanner",
                 "worker",
                 "--server",
                 &server_url,
                 "--name",
                 &format!("embedded-{}", std::process::id()),
             ]);
+            if !rules_dir.is_empty() {
+                command.arg("--rules-dir").arg(&rules_dir);
+            }
+            if !limits_file.is_empty() {
+                command.arg("--limits").arg(&limits_file);
+            }
             if token.is_empty() {
                 command.arg("--token-file").arg(&token_file);
             } else {

@@ -353,3 +353,58 @@ async fn tls_termination_serves_https_to_a_rustls_client() {
             .unwrap_or(true)
     );
 }
+
+/// The embedded worker's rule directory and limits file are checked before the store serves,
+/// so a broken one stops it with the file's name instead of failing in a restarting child.
+#[test]
+fn a_broken_scan_rules_dir_or_limits_file_stops_the_store_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("broken.yar"), "rule unfinished { condition: \n").unwrap();
+    let output = command(dir.path())
+        .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+        .env("PLUGSTORE_SCAN_RULES_DIR", &rules)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("scan.rules_dir") && stderr.contains("broken.yar"),
+        "{stderr}"
+    );
+
+    let limits = dir.path().join("limits.toml");
+    std::fs::write(&limits, "[static]\nmax_wasm_sise = 10\n").unwrap();
+    let output = command(dir.path())
+        .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+        .env("PLUGSTORE_SCAN_LIMITS_FILE", &limits)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("scan.limits_file") && stderr.contains("max_wasm_sise"),
+        "{stderr}"
+    );
+}
+
+/// `plugstore-server scanner` is the scanner's own command line.
+#[test]
+fn the_built_in_scanner_has_the_scanners_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path())
+        .args(["scanner", "worker", "--help"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("plugstore-server scanner worker"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--rules-dir") && stdout.contains("--limits"),
+        "{stdout}"
+    );
+}

@@ -151,6 +151,11 @@ impl Store {
             let log = File::create(&log_path).expect("the server log file");
             let mut command = Command::new(&binaries.server);
             without_plugstore_env(&mut command);
+            // The store scans every version by default; tests of signing and publishing set
+            // it to publish at once, tests of the scan pipeline choose their own policy.
+            if !config.is_some_and(|config| config.contains("[scan]")) {
+                command.env("PLUGSTORE_SCAN_POLICY", "publish");
+            }
             if config.is_some() {
                 command.arg("--config").arg(&config_path);
             }

@@ -354,19 +354,14 @@ fn a_job_of_a_worker_killed_mid_scan_is_claimed_again_and_finishes() {
     assert!(log.contains("report posted"), "{log}");
 }
 
-/// The one-command store scans by itself: with `scan.policy = "scan"` the server starts a
-/// `plugstore-scanner worker` child (found next to its binary), which reaches a verdict without
-/// any worker started by hand.
+/// The one-command store scans by itself: with the default `scan.policy` (`scan`) the server
+/// starts its built-in worker (`plugstore-server scanner worker`) as a child, which reaches a
+/// verdict without any worker started by hand.
 #[test]
 fn the_server_runs_its_own_worker() {
     let bins = binaries();
-    let store = Store::start_with_env(
-        &bins,
-        &[
-            ("PLUGSTORE_SCAN_POLICY", "scan"),
-            ("PLUGSTORE_SCAN_FIRST_VERSION_REVIEW", "false"),
-        ],
-    );
+    // Only the first-version hold is turned off; the policy is the default.
+    let store = Store::start_with_config(&bins, Some("[scan]\nfirst_version_review = false\n"));
     let alice = acme_owner(&bins, &store);
     publish(&alice, "acme/embedded", &plugin_wat(""));
     let verdict = wait_verdict(&alice, "acme/embedded", &mut []);

@@ -203,6 +203,9 @@ impl TestApp {
         settings.rate_limits.refresh_per_minute = 1000;
         settings.rate_limits.register_per_hour = 1000;
         settings.rate_limits.token_create_per_hour = 1000;
+        // No worker runs in these tests: uploads publish at once unless a test of the scan
+        // pipeline chooses `scan` (the store's default) and plays the worker itself.
+        settings.scan.policy = plugstore_server::config::ScanPolicy::Publish;
         settings
     }
 

@@ -6,23 +6,22 @@
 //! and drops the job without posting. If the worker dies, the lease expires and the job is
 //! claimed again. Failures of the environment (download, digest mismatch, an analysis that
 //! cannot run) are posted as `fail` and retried by the store; a crash or timeout of the
-//! analysis is a high-severity finding (see [`plugstore_scanner::isolation`]).
+//! analysis is a high-severity finding (see [`crate::isolation`]).
 //!
 //! On SIGTERM or Ctrl-C the worker stops claiming, finishes the job in hand (bounded by the
 //! analysis timeout) and exits.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::isolation::{AnalysisLimits, AnalysisOutcome, ChildRun, classify, run_confined};
+use crate::rules::{self, Rule};
+use crate::{Finding, Metrics, SCANNER_VERSION, ScanReport, Severity};
 use anyhow::{Context as _, anyhow, bail};
 use plugstore_format::digest::{DigestingWriter, PackageDigest};
-use plugstore_scanner::isolation::{
-    AnalysisLimits, AnalysisOutcome, ChildRun, classify, run_confined,
-};
-use plugstore_scanner::rules::{self, Rule};
-use plugstore_scanner::{Finding, Metrics, SCANNER_VERSION, ScanReport, Severity};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -55,6 +54,10 @@ pub struct WorkerConfig {
     pub once: bool,
     /// The program started as the analysis child (this executable).
     pub analyzer: PathBuf,
+    /// Arguments before `analyze` that reach the scanner's command line in [`Self::analyzer`].
+    pub analyzer_args: Vec<OsString>,
+    /// The operator's analysis-limits file, passed to each analysis child (`--limits`).
+    pub limits_file: Option<PathBuf>,
     /// Limits of each analysis child.
     pub limits: AnalysisLimits,
     /// A test hook passed to each analysis child (`--test-hook`).
@@ -350,7 +353,13 @@ async fn scan_job(
     let download_ms = download_started.elapsed().as_millis();
 
     let mut command = std::process::Command::new(&config.analyzer);
-    command.arg("analyze").arg(&package);
+    command
+        .args(&config.analyzer_args)
+        .arg("analyze")
+        .arg(&package);
+    if let Some(limits_file) = &config.limits_file {
+        command.arg("--limits").arg(limits_file);
+    }
     if let Some(hook) = &config.test_hook {
         command.arg("--test-hook").arg(hook);
     }

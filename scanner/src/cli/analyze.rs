@@ -13,15 +13,14 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::dynamic_wasm::analyze_wasm_dynamic;
+use crate::isolation::{EXIT_ANALYSIS_ERROR, TEST_HOOKS_ENV};
+use crate::limits::ScanLimits;
+use crate::rules;
+use crate::{FindingCollector, RuleSet, ScanReport, scan_package_static_with_rules};
 use plugstore_format::limits::PackageLimits;
 use plugstore_format::manifest::PluginKind;
 use plugstore_format::package::read_package;
-use plugstore_scanner::dynamic_wasm::{DynamicLimits, analyze_wasm_dynamic};
-use plugstore_scanner::isolation::{EXIT_ANALYSIS_ERROR, TEST_HOOKS_ENV};
-use plugstore_scanner::rules;
-use plugstore_scanner::{
-    FindingCollector, RuleSet, ScanReport, StaticLimits, scan_package_static_with_rules,
-};
 
 /// Misbehaviour on purpose, to test the isolation. Only with `PLUGSTORE_SCANNER_TEST_HOOKS=1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +75,12 @@ pub fn test_hooks_enabled() -> bool {
 
 /// Runs the analysis child; returns the process exit status.
 /// `rules_dir` is the operator's YARA rule directory, applied with the default rules.
-pub fn run(package: &Path, hook: Option<TestHook>, rules_dir: Option<&Path>) -> i32 {
+pub fn run(
+    package: &Path,
+    hook: Option<TestHook>,
+    rules_dir: Option<&Path>,
+    limits: &ScanLimits,
+) -> i32 {
     if let Some(hook) = hook {
         if !test_hooks_enabled() {
             eprintln!("error: test hooks are disabled (they need {TEST_HOOKS_ENV}=1)");
@@ -84,7 +88,7 @@ pub fn run(package: &Path, hook: Option<TestHook>, rules_dir: Option<&Path>) -> 
         }
         run_hook(hook);
     }
-    match analyze(package, rules_dir) {
+    match analyze(package, rules_dir, limits) {
         Ok(report) => {
             let mut stdout = io::stdout().lock();
             let written = serde_json::to_writer(&mut stdout, &report)
@@ -129,7 +133,11 @@ fn run_hook(hook: TestHook) {
     }
 }
 
-fn analyze(package: &Path, rules_dir: Option<&Path>) -> anyhow::Result<ScanReport> {
+fn analyze(
+    package: &Path,
+    rules_dir: Option<&Path>,
+    limits: &ScanLimits,
+) -> anyhow::Result<ScanReport> {
     use anyhow::Context as _;
     let operator_rules = rules_dir.map(RuleSet::with_directory).transpose()?;
     let yara = operator_rules
@@ -145,7 +153,7 @@ fn analyze(package: &Path, rules_dir: Option<&Path>) -> anyhow::Result<ScanRepor
     let mut report = scan_package_static_with_rules(
         &contents,
         |path| indexed_file(&bytes, &files, path),
-        &StaticLimits::default(),
+        &limits.static_limits,
         yara,
     )?;
     let manifest = &contents.manifest;
@@ -153,7 +161,7 @@ fn analyze(package: &Path, rules_dir: Option<&Path>) -> anyhow::Result<ScanRepor
         let entry = manifest.entry();
         let module = indexed_file(&bytes, &files, entry)?;
         let dynamic =
-            analyze_wasm_dynamic(&module, manifest.capabilities(), &DynamicLimits::default());
+            analyze_wasm_dynamic(&module, manifest.capabilities(), &limits.dynamic_limits);
         let mut findings = FindingCollector::new();
         findings.extend(std::mem::take(&mut report.findings));
         findings.extend(dynamic.findings.into_iter().map(|f| f.in_file(entry)));

@@ -1,0 +1,268 @@
+//! The scanner's command line: the scan worker (`worker`) and the analysis child it starts
+//! for each package (`analyze`). See the operator guide, "Scan workers".
+//!
+//! It lives in the library so that two binaries can be this program: `plugstore-scanner`,
+//! for workers on their own hosts, and `plugstore-server scanner`, which the one-command
+//! store starts as its embedded worker without a second binary to build or ship.
+
+mod analyze;
+mod worker;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use self::analyze::TestHook;
+use crate::RuleSet;
+use crate::isolation::{
+    AnalysisLimits, DEFAULT_CPU_LIMIT, DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_WALL_TIMEOUT,
+    TEST_HOOKS_ENV,
+};
+use crate::limits::ScanLimits;
+
+#[derive(Parser, Debug)]
+#[command(name = "plugstore-scanner", version, about = "plugstore scan worker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Claim scan jobs from a store, analyse each package in a confined child process, post
+    /// the reports.
+    Worker(WorkerArgs),
+    /// Analyse one package and print the report as JSON (the child the worker starts).
+    Analyze {
+        /// The package file.
+        package: PathBuf,
+        /// Misbehave on purpose to test the isolation; needs PLUGSTORE_SCANNER_TEST_HOOKS=1.
+        #[arg(long, hide = true)]
+        test_hook: Option<TestHook>,
+        /// Directory of extra YARA rules (`*.yar`, `*.yara`), applied with the default set.
+        #[arg(long)]
+        rules_dir: Option<PathBuf>,
+        /// TOML file of analysis thresholds (`[static]`, `[dynamic]`); see the findings
+        /// catalogue.
+        #[arg(long)]
+        limits: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct WorkerArgs {
+    /// Base URL of the store.
+    #[arg(long, env = "PLUGSTORE_SCANNER_SERVER")]
+    server: String,
+    /// File holding the worker token (`<data_dir>/keys/worker-token` on the store's host).
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// The worker token (prefer --token-file: arguments are visible to other users).
+    #[arg(long, env = "PLUGSTORE_WORKER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Name of this worker in leases and reports [default: scanner@<hostname>-<pid>].
+    #[arg(long)]
+    name: Option<String>,
+    /// Jobs analysed at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
+    /// Wait between claims when no job is waiting, in milliseconds (jittered ±25 %).
+    #[arg(long, default_value_t = 1000)]
+    poll_interval_ms: u64,
+    /// Handle at most one job (per concurrency slot), then exit.
+    #[arg(long)]
+    once: bool,
+    /// CPU-time limit of each analysis, in seconds.
+    #[arg(long, default_value_t = DEFAULT_CPU_LIMIT.as_secs())]
+    cpu_limit_secs: u64,
+    /// Address-space limit of each analysis, in MiB.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_BYTES >> 20)]
+    memory_limit_mib: u64,
+    /// Wall-clock timeout of each analysis, in seconds.
+    #[arg(long, default_value_t = DEFAULT_WALL_TIMEOUT.as_secs())]
+    timeout_secs: u64,
+    /// Directory of extra YARA rules (`*.yar`, `*.yara`) applied with the default set; every
+    /// public rule needs `meta: severity = "critical|high|medium|low"`. Checked at start.
+    #[arg(long, env = "PLUGSTORE_SCANNER_RULES_DIR")]
+    rules_dir: Option<PathBuf>,
+    /// TOML file of analysis thresholds (`[static]`: sizes, memory and table limits, string
+    /// and entropy thresholds; `[dynamic]`: fuel, deadline, memory, stack, output). Checked
+    /// at start; unknown keys are refused.
+    #[arg(long, env = "PLUGSTORE_SCANNER_LIMITS")]
+    limits: Option<PathBuf>,
+    /// Pass a test hook to every analysis child; needs PLUGSTORE_SCANNER_TEST_HOOKS=1.
+    #[arg(long, hide = true)]
+    test_hook: Option<TestHook>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+/// Runs the scanner's command line. `args` starts with the program name, as
+/// `std::env::args_os()` does; `self_invocation` is what follows this executable's path to
+/// reach this command line again (empty for `plugstore-scanner`, `["scanner"]` for
+/// `plugstore-server scanner`): the worker starts its analysis children that way.
+pub fn main(args: impl IntoIterator<Item = OsString>, self_invocation: Vec<OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    match cli.command {
+        Command::Analyze {
+            package,
+            test_hook,
+            rules_dir,
+            limits,
+        } => {
+            let status = match limits.as_deref().map(load_limits).transpose() {
+                Ok(limits) => analyze::run(
+                    &package,
+                    test_hook,
+                    rules_dir.as_deref(),
+                    &limits.unwrap_or_default(),
+                ),
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    crate::isolation::EXIT_ANALYSIS_ERROR
+                }
+            };
+            ExitCode::from(u8::try_from(status).unwrap_or(1))
+        }
+        Command::Worker(args) => match run_worker(args, self_invocation) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn token(args: &WorkerArgs) -> anyhow::Result<String> {
+    let token = match (&args.token_file, &args.token) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading the worker token from {}", file.display()))?,
+        (None, Some(token)) => token.clone(),
+        (None, None) => {
+            bail!("no worker token: pass --token-file FILE, or set PLUGSTORE_WORKER_TOKEN")
+        }
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        bail!("the worker token is empty");
+    }
+    Ok(token)
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("scanner@{host}-{}", std::process::id())
+}
+
+/// Reads an analysis-limits file, naming the file in every error.
+fn load_limits(path: &Path) -> anyhow::Result<ScanLimits> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the limits file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in the limits file {}", path.display()))
+}
+
+fn run_worker(args: WorkerArgs, self_invocation: Vec<OsString>) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    if args.test_hook.is_some() && !analyze::test_hooks_enabled() {
+        bail!("test hooks are disabled (they need {TEST_HOOKS_ENV}=1)");
+    }
+    let rules_dir = match &args.rules_dir {
+        Some(dir) => {
+            // Fail at start, not in every analysis, and give the children an absolute path.
+            let rules = RuleSet::with_directory(dir)?;
+            tracing::info!(rules = rules.len(), files = ?rules.sources(), "YARA rules loaded");
+            Some(
+                std::fs::canonicalize(dir)
+                    .with_context(|| format!("resolving {}", dir.display()))?,
+            )
+        }
+        None => None,
+    };
+    let limits_file = match &args.limits {
+        Some(file) => {
+            load_limits(file)?;
+            Some(
+                std::fs::canonicalize(file)
+                    .with_context(|| format!("resolving {}", file.display()))?,
+            )
+        }
+        None => None,
+    };
+    let config = worker::WorkerConfig {
+        server: args.server.clone(),
+        token: token(&args)?,
+        name: args.name.clone().unwrap_or_else(default_name),
+        concurrency: usize::from(args.concurrency),
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
+        once: args.once,
+        analyzer: std::env::current_exe().context("finding this executable")?,
+        analyzer_args: self_invocation,
+        limits_file,
+        limits: AnalysisLimits {
+            cpu: Duration::from_secs(args.cpu_limit_secs.max(1)),
+            memory_bytes: args.memory_limit_mib.max(64) << 20,
+            wall_timeout: Duration::from_secs(args.timeout_secs.max(1)),
+        },
+        test_hook: args.test_hook.map(|hook| hook.to_string()),
+        rules_dir,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested: finishing the job in hand");
+            let _ = stop.send(true);
+        });
+        tracing::info!(server = %config.server, worker = %config.name, concurrency = config.concurrency, "scan worker started");
+        worker::run(config, stopped).await
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
