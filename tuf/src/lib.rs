@@ -14,11 +14,13 @@
 
 pub mod client;
 pub mod custom;
+mod delegations;
 pub mod digest;
 mod envelope;
 pub mod error;
 pub mod keys;
 pub mod layout;
+pub mod repository;
 pub mod root;
 pub mod time;
 

@@ -148,6 +148,17 @@ pub enum TopLevelRole {
     Timestamp,
 }
 
+impl std::fmt::Display for TopLevelRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Root => "root",
+            Self::Targets => "targets",
+            Self::Snapshot => "snapshot",
+            Self::Timestamp => "timestamp",
+        })
+    }
+}
+
 impl TopLevelRole {
     pub(crate) fn tough(self) -> RoleType {
         match self {
