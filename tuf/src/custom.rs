@@ -219,6 +219,22 @@ impl PluginTarget {
     }
 }
 
+/// The identity part of our object, which every schema version keeps. A client checks it
+/// against the path when it loads a bin, before (and independently of) the full parse.
+#[derive(Deserialize)]
+pub(crate) struct CustomIdentity {
+    pub(crate) plugin: PluginId,
+    pub(crate) version: Version,
+}
+
+impl CustomIdentity {
+    pub(crate) fn from_custom(custom: &HashMap<String, Value>) -> Result<Self, CustomFieldError> {
+        let object = custom.get(CUSTOM_KEY).ok_or(CustomFieldError::Missing)?;
+        serde_json::from_value(object.clone())
+            .map_err(|error| CustomFieldError::Invalid(error.to_string()))
+    }
+}
+
 #[derive(Deserialize)]
 struct WireV1 {
     plugin: PluginId,
