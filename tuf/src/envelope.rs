@@ -260,3 +260,79 @@ pub(crate) fn malformed(file: &str, error: impl std::fmt::Display) -> Verificati
         reason: error.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn one_public_key_under_two_ids_counts_once() {
+        let key = SigningKey::generate().unwrap();
+        let pem_key = key.public_key().tuf_key().clone();
+        let Key::Ecdsa { keyval, .. } = &pem_key else {
+            unreachable!("generated keys are ECDSA")
+        };
+        let hex_key: Key = serde_json::from_value(json!({
+            "keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256",
+            "keyval": {"public": hex::encode(&keyval.public)}
+        }))
+        .unwrap();
+        let (pem_id, hex_id) = (pem_key.key_id().unwrap(), hex_key.key_id().unwrap());
+        assert_ne!(pem_id, hex_id);
+        let keys = HashMap::from([(pem_id.clone(), pem_key), (hex_id.clone(), hex_key)]);
+
+        let signed = json!({"_type": "timestamp", "version": 1});
+        let message = canonical_json(&signed).unwrap();
+        let signature = |id: &Decoded<Hex>| Signature {
+            keyid: id.clone(),
+            sig: key.sign(&message).unwrap().into(),
+        };
+        let envelope = Envelope {
+            file: "timestamp.json".to_owned(),
+            signatures: vec![signature(&pem_id), signature(&hex_id), signature(&pem_id)],
+            signed,
+        };
+        let authorized = [pem_id, hex_id];
+        assert!(matches!(
+            envelope.check_threshold(RoleName::Timestamp, &keys, &authorized, 2),
+            Err(VerificationError::BadSignatures {
+                valid: 1,
+                threshold: 2,
+                ..
+            })
+        ));
+        assert!(
+            envelope
+                .check_threshold(RoleName::Timestamp, &keys, &authorized, 1)
+                .is_ok()
+        );
+        assert!(matches!(
+            check_distinct_keys(RoleName::Root, &keys),
+            Err(VerificationError::DuplicatePublicKey { .. })
+        ));
+    }
+
+    #[test]
+    fn signatures_cover_the_received_object_not_a_reserialization() {
+        let key = SigningKey::generate().unwrap();
+        // A field tough's structs do not know survives: it is part of what was signed.
+        let signed = json!({"_type": "timestamp", "future_field": {"b": 1, "a": [true]}});
+        let bytes = sign_metadata_json(&signed, &[&key]).unwrap();
+        let envelope = Envelope::parse("timestamp.json", &bytes).unwrap();
+        let keys = HashMap::from([(key.id().to_decoded(), key.public_key().tuf_key().clone())]);
+        let authorized = [key.id().to_decoded()];
+        assert!(
+            envelope
+                .check_threshold(RoleName::Timestamp, &keys, &authorized, 1)
+                .is_ok()
+        );
+        let tampered = String::from_utf8(bytes).unwrap().replace("true", "false");
+        let envelope = Envelope::parse("timestamp.json", tampered.as_bytes()).unwrap();
+        assert!(matches!(
+            envelope.check_threshold(RoleName::Timestamp, &keys, &authorized, 1),
+            Err(VerificationError::BadSignatures { valid: 0, .. })
+        ));
+    }
+}
