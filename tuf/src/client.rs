@@ -66,6 +66,9 @@ pub const MAX_BIN_BYTES: u64 = 16 * 1024 * 1024;
 /// longer than this is more likely an attack trying to keep the client busy.
 pub const MAX_ROOT_ROTATIONS: u64 = 32;
 
+/// A time before every expiry, for checking saved metadata without its expiry.
+const BEFORE_ANY_EXPIRY: UnixTime = UnixTime::from_seconds(i64::MIN);
+
 /// The caller's transport for metadata files.
 ///
 /// `name` is a file name relative to the repository's metadata base (`3.root.json`,
@@ -116,6 +119,7 @@ impl FileClaim {
 
 #[derive(Clone, Debug)]
 struct TrustedTimestamp {
+    bytes: Vec<u8>,
     version: u64,
     expires: UnixTime,
     snapshot: FileClaim,
@@ -123,6 +127,7 @@ struct TrustedTimestamp {
 
 #[derive(Clone, Debug)]
 struct TrustedSnapshot {
+    bytes: Vec<u8>,
     version: u64,
     expires: UnixTime,
     targets: FileClaim,
@@ -138,6 +143,7 @@ struct BinDelegation {
 
 #[derive(Clone, Debug)]
 struct TrustedTargets {
+    bytes: Vec<u8>,
     version: u64,
     expires: UnixTime,
     keys: HashMap<Decoded<Hex>, Key>,
@@ -191,6 +197,55 @@ impl TrustedState {
     /// The trusted root (to store it after an update, so the next start begins there).
     pub fn root(&self) -> &VerifiedRoot {
         &self.root
+    }
+
+    /// The verified files a host should save after an update, by file name: the root, the
+    /// timestamp, the snapshot and the top-level targets. Restoring them with
+    /// [`TrustedState::restore`] keeps the rollback protection across restarts. Bins are not
+    /// included: they are fetched again on demand, pinned by the snapshot's versions.
+    pub fn saved_files(&self) -> Vec<(String, &[u8])> {
+        let mut files = vec![(self.root.file_name(), self.root.bytes())];
+        if let Some(timestamp) = &self.timestamp {
+            files.push((RoleName::Timestamp.file_name(0), &timestamp.bytes));
+        }
+        if let Some(snapshot) = &self.snapshot {
+            files.push((
+                RoleName::Snapshot.file_name(snapshot.version),
+                &snapshot.bytes,
+            ));
+        }
+        if let Some(targets) = &self.targets {
+            files.push((RoleName::Targets.file_name(targets.version), &targets.bytes));
+        }
+        files
+    }
+
+    /// Restores a state from files saved with [`TrustedState::saved_files`]: `root` is the
+    /// saved root, and `saved` serves the other saved files by name.
+    ///
+    /// Each file goes through the same steps as from the network, except the expiry check:
+    /// an expired timestamp still tells which versions a mirror may no longer offer. Lookups
+    /// refuse expired metadata until the next [`TrustedState::refresh`]. A saved file that
+    /// is missing ends the restore there (a first run); one that fails a check is an error,
+    /// never a silent reason to skip the rollback checks.
+    pub fn restore<F: Fetch + ?Sized>(
+        root: &[u8],
+        saved: &mut F,
+    ) -> Result<Self, VerificationError> {
+        let mut state = Self::new(root)?;
+        let restored = state
+            .update_timestamp(saved, BEFORE_ANY_EXPIRY)
+            .and_then(|()| state.update_snapshot(saved, BEFORE_ANY_EXPIRY))
+            .and_then(|()| state.update_targets(saved, BEFORE_ANY_EXPIRY));
+        match restored {
+            Ok(())
+            | Err(VerificationError::Fetch {
+                source: FetchError::NotFound,
+                ..
+            }) => {}
+            Err(error) => return Err(error),
+        }
+        Ok(state)
     }
 
     /// Runs the update steps in order: root, timestamp, snapshot, top-level targets. Bins are
@@ -259,6 +314,7 @@ impl TrustedState {
             },
         )?;
         let offered = TrustedTimestamp {
+            bytes,
             version: timestamp.version.get(),
             expires: UnixTime::from_jiff(timestamp.expires),
             snapshot: FileClaim::read(&file, listed)?,
@@ -313,7 +369,7 @@ impl TrustedState {
             claim.version,
             snapshot.version.get(),
         )?;
-        let offered = read_snapshot(&file, &snapshot)?;
+        let offered = read_snapshot(&file, &snapshot, bytes)?;
         if let Some(trusted) = &self.snapshot {
             check_no_role_rolled_back(trusted, &offered)?;
         }
@@ -356,7 +412,7 @@ impl TrustedState {
         )?;
         let expires = UnixTime::from_jiff(targets.expires);
         check_expiry(RoleName::Targets, expires, now)?;
-        let offered = read_delegations(&file, targets, expires)?;
+        let offered = read_delegations(&file, targets, expires, bytes)?;
         // Bins were verified with the previous delegations' keys; verify them again.
         self.bins.clear();
         self.targets = Some(offered);
@@ -685,7 +741,11 @@ fn verified_target(target: &BinTarget) -> Result<VerifiedTarget, VerificationErr
     })
 }
 
-fn read_snapshot(file: &str, snapshot: &Snapshot) -> Result<TrustedSnapshot, VerificationError> {
+fn read_snapshot(
+    file: &str,
+    snapshot: &Snapshot,
+    bytes: Vec<u8>,
+) -> Result<TrustedSnapshot, VerificationError> {
     let mut targets = None;
     let mut bins = HashMap::with_capacity(snapshot.meta.len());
     for (key, metafile) in &snapshot.meta {
@@ -708,6 +768,7 @@ fn read_snapshot(file: &str, snapshot: &Snapshot) -> Result<TrustedSnapshot, Ver
         bins.insert(bin, claim);
     }
     Ok(TrustedSnapshot {
+        bytes,
         version: snapshot.version.get(),
         expires: UnixTime::from_jiff(snapshot.expires),
         targets: targets.ok_or(VerificationError::NotListed {
@@ -742,6 +803,7 @@ fn read_delegations(
     file: &str,
     targets: TopLevelTargets,
     expires: UnixTime,
+    bytes: Vec<u8>,
 ) -> Result<TrustedTargets, VerificationError> {
     let unexpected = |reason: String| VerificationError::UnexpectedTargets { reason };
     if !targets.targets.is_empty() {
@@ -793,6 +855,7 @@ fn read_delegations(
         }
     }
     Ok(TrustedTargets {
+        bytes,
         version: targets.version.get(),
         expires,
         keys: delegations.keys,

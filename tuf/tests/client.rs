@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 
 use common::{Repo, START, minutes, package, package_bytes, patch, top_level_keys};
+use plugstore_tuf::client::TrustedState;
 use plugstore_tuf::custom::VersionState;
 use plugstore_tuf::error::{RoleName, VerificationError};
 use plugstore_tuf::keys::{RoleKeys, SigningKey};
@@ -298,4 +300,87 @@ fn a_rotated_root_signed_only_by_the_new_keys_is_refused() {
         "{error}"
     );
     assert_eq!(client.root().version(), 1);
+}
+
+#[test]
+fn a_restarted_host_keeps_its_rollback_protection() {
+    let mut repo = Repo::new();
+    let old_timestamp = repo.server.get("timestamp.json");
+    repo.publish(
+        &[package("acme/widget", "1.0.0", VersionState::Published)],
+        START.plus(minutes(1)),
+    );
+    let mut client = repo.client();
+    client
+        .refresh(&mut repo.server, START.plus(minutes(2)))
+        .unwrap();
+    let saved: HashMap<String, Vec<u8>> = client
+        .saved_files()
+        .into_iter()
+        .map(|(name, bytes)| (name, bytes.to_vec()))
+        .collect();
+    let mut names: Vec<&String> = saved.keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "1.root.json",
+            "1.targets.json",
+            "2.snapshot.json",
+            "timestamp.json"
+        ]
+    );
+    let root = saved["1.root.json"].clone();
+    let mut disk = common::Server {
+        files: saved,
+        log: Vec::new(),
+    };
+
+    let mut restarted = TrustedState::restore(&root, &mut disk).unwrap();
+    repo.server.put("timestamp.json", old_timestamp);
+    let error = restarted
+        .refresh(&mut repo.server, START.plus(minutes(3)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            VerificationError::Rollback {
+                role: RoleName::Timestamp,
+                trusted: 2,
+                offered: 1
+            }
+        ),
+        "{error}"
+    );
+
+    // Saved metadata that has expired still restores, but answers no lookup.
+    let week_later = START.plus(minutes(8 * 24 * 60));
+    let mut stale = TrustedState::restore(&root, &mut disk).unwrap();
+    let plugin = "acme/widget".parse().unwrap();
+    let error = stale
+        .target_info(
+            &mut repo.server,
+            &plugin,
+            &Version::new(1, 0, 0),
+            week_later,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            VerificationError::Expired {
+                role: RoleName::Timestamp,
+                ..
+            }
+        ),
+        "{error}"
+    );
+
+    // A damaged saved file is an error, not a silent start from scratch.
+    disk.files.get_mut("2.snapshot.json").unwrap()[20] ^= 1;
+    let error = TrustedState::restore(&root, &mut disk).unwrap_err();
+    assert!(
+        matches!(error, VerificationError::HashMismatch { .. }),
+        "{error}"
+    );
 }
