@@ -33,7 +33,7 @@ impl RoleName {
 
     /// The file name the repository serves this role's version `version` under: consistent
     /// snapshots (`{version}.{role}.json`), except the timestamp, which is the one mutable
-    /// entry point.
+    /// entry point (`timestamp.json`, whatever `version` is).
     pub fn file_name(self, version: u64) -> String {
         match self {
             Self::Timestamp => "timestamp.json".to_owned(),

@@ -27,7 +27,7 @@ impl VerifiedRoot {
     /// root keys signed, and must not list one public key twice. Its expiry is not checked
     /// here: an expired pinned root is still the start of the chain to a current one.
     pub fn from_pinned(bytes: &[u8]) -> Result<Self, VerificationError> {
-        let envelope = Envelope::parse(&RoleName::Root.file_name(0), bytes)?;
+        let envelope = Envelope::parse("the pinned root", bytes)?;
         let root = read_root(&envelope)?;
         let verified = Self {
             bytes: bytes.to_vec(),
