@@ -328,15 +328,34 @@ pub fn path_matches_pattern(path: &str, pattern: &str) -> bool {
             .all(|(part, pattern)| component_matches(part.as_bytes(), pattern.as_bytes()))
 }
 
+/// Wildcard matching that backtracks only to the last `*`: linear in practice and at worst
+/// `O(text × pattern)`, so a pattern full of stars in signed metadata cannot stall a client.
 fn component_matches(text: &[u8], pattern: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| component_matches(&text[skip..], rest)),
-        Some((b'?', rest)) => !text.is_empty() && component_matches(&text[1..], rest),
-        Some((literal, rest)) => {
-            text.first() == Some(literal) && component_matches(&text[1..], rest)
+    let (mut t, mut p) = (0, 0);
+    // Where to resume after the last `*`: the pattern just past it, and the text position it
+    // currently swallows up to.
+    let mut resume: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                resume = Some((p + 1, t));
+                p += 1;
+            }
+            Some(&expected) if expected == b'?' || expected == text[t] => {
+                t += 1;
+                p += 1;
+            }
+            _ => match resume {
+                Some((after_star, swallowed)) => {
+                    resume = Some((after_star, swallowed + 1));
+                    p = after_star;
+                    t = swallowed + 1;
+                }
+                None => return false,
+            },
         }
     }
+    pattern[p..].iter().all(|&byte| byte == b'*')
 }
 
 fn is_lower_hex(byte: u8) -> bool {
@@ -405,6 +424,31 @@ mod tests {
         // Fixed depth: `*` never swallows a `/`.
         let deeper = path.to_string().replace("package.tar", "x/package.tar");
         assert!(!own.iter().any(|p| path_matches_pattern(&deeper, p)));
+    }
+
+    #[test]
+    fn wildcards_match_within_one_component() {
+        for (text, pattern, expected) in [
+            ("package.tar", "*", true),
+            ("package.tar", "*.tar", true),
+            ("package.tar", "p?ckage.tar", true),
+            ("package.tar", "*.zip", false),
+            ("", "*", true),
+            ("", "?", false),
+            ("abcabd", "*abd", true),
+            ("3f2a", "3f2?", true),
+            ("3f2ab", "3f2?", false),
+        ] {
+            assert_eq!(
+                component_matches(text.as_bytes(), pattern.as_bytes()),
+                expected,
+                "{text} ~ {pattern}"
+            );
+        }
+        // A hostile pattern of many stars finishes at once instead of backtracking forever.
+        let text = "a".repeat(200);
+        let pattern = format!("{}b", "*a".repeat(60));
+        assert!(!component_matches(text.as_bytes(), pattern.as_bytes()));
     }
 
     #[test]
