@@ -11,6 +11,7 @@
 
 pub mod abi;
 pub mod certs;
+pub mod delta;
 pub mod digest;
 pub mod limits;
 pub mod manifest;

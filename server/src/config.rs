@@ -38,8 +38,25 @@ pub struct Settings {
     pub signing: SigningSettings,
     /// Uploads of new versions.
     pub publish: PublishSettings,
-    /// What happens to a version after upload, until the scanner exists.
+    /// What happens to a version after upload: scanning, review, or publishing at once.
     pub scan: ScanSettings,
+    /// Delta patches between versions, made in the background.
+    pub deltas: DeltaSettings,
+}
+
+/// Delta patch settings (see [`crate::deltas`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaSettings {
+    /// Run the delta job on this replica.
+    pub enabled: bool,
+    /// Patches to each new version from this many older ones (by semver, published or
+    /// yanked): hosts a few releases behind still get a small download.
+    pub bases: usize,
+    /// Packages larger than this get no patches (memory: about 7 × this + 100 MiB per job).
+    pub max_input_bytes: u64,
+    /// Seconds between runs of the job.
+    pub interval_secs: u64,
 }
 
 /// Code-signing settings.
@@ -306,6 +323,12 @@ impl Default for Settings {
                 embedded_worker: true,
                 rules_dir: String::new(),
                 limits_file: String::new(),
+            },
+            deltas: DeltaSettings {
+                enabled: true,
+                bases: 3,
+                max_input_bytes: 128 << 20,
+                interval_secs: 30,
             },
         }
     }
@@ -617,6 +640,12 @@ impl Settings {
             return Err(bad(
                 "scan.lease_secs",
                 "leases must last at least 10 seconds and scan.max_attempts be at least 1",
+            ));
+        }
+        if !(1..=10).contains(&self.deltas.bases) || self.deltas.interval_secs == 0 {
+            return Err(bad(
+                "deltas.bases",
+                "deltas.bases must be between 1 and 10 and deltas.interval_secs at least 1",
             ));
         }
         if !(1..=825).contains(&self.signing.certificate_lifetime_days) {

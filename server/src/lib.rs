@@ -10,6 +10,7 @@ pub mod ca;
 pub mod config;
 pub mod controllers;
 pub mod db;
+pub mod deltas;
 pub mod error;
 pub mod http;
 pub mod metrics;

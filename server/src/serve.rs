@@ -24,6 +24,7 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
     install_crypto_provider();
     app.spawn_key_reloader();
     spawn_rate_limit_gc(&app);
+    crate::deltas::spawn(&app);
     let addr = listener.local_addr()?;
     let settings = app.settings.clone();
     let service = router::build(app).into_make_service_with_connect_info::<SocketAddr>();

@@ -94,18 +94,21 @@ fn redirect(location: &str, cache_control: &'static str) -> ApiResult<Response> 
         .into_response())
 }
 
-/// A blocked version's package is never served (copies already in caches cannot be recalled;
-/// clients learn of the block from the signed metadata).
+/// A blocked version's package, and every patch that makes it, is never served (copies
+/// already in caches cannot be recalled; clients learn of the block from the signed metadata).
 async fn refuse_blocked_package(app: &AppState, digest: &BlobDigest) -> ApiResult<()> {
     let blocked: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM plugin_versions WHERE package_digest = $1 AND state = 'blocked' LIMIT 1",
+        "SELECT 1 FROM plugin_versions WHERE package_digest = $1 AND state = 'blocked' \
+         UNION ALL \
+         SELECT 1 FROM deltas d JOIN plugin_versions t ON t.id = d.target_version_id \
+         WHERE d.patch_digest = $1 AND t.state = 'blocked' LIMIT 1",
     )
     .bind(digest.to_hex())
     .fetch_optional(&app.db.pool)
     .await?;
     match blocked {
         Some(_) => Err(ApiError::not_found(format!(
-            "blob sha256:{} is the package of a version blocked by the store's moderators",
+            "blob sha256:{} is the package of a version blocked by the store's moderators, or a patch to it",
             digest.to_hex()
         ))
         .with_code("blocked")),

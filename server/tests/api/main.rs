@@ -6,6 +6,7 @@ mod harness;
 mod auth;
 mod blobs;
 mod certificates;
+mod deltas;
 mod hygiene;
 mod matrix;
 mod plugins;
