@@ -14,8 +14,8 @@
 //! …       …     extra stream (one zstd frame): new bytes, `copy` at a time
 //! ```
 //!
-//! The store makes patches (the server crate holds the search, with qbsdiff); hosts apply them
-//! here. A patch comes from the network, so [`apply_patch`] trusts nothing in it: it writes at
+//! The store makes patches with [`make_patch`] (feature `make-patches`: qbsdiff's search, for
+//! the server only); hosts apply them here. A patch comes from the network, so [`apply_patch`] trusts nothing in it: it writes at
 //! most the new length the caller learnt from signed metadata, reads only inside the base,
 //! refuses a patch that makes no progress, and caps the zstd window (and so the decoder's
 //! memory). The caller still checks the SHA-256 of the result against the signed target, and
@@ -40,6 +40,46 @@ const MAX_IDLE_CONTROLS: u32 = 2;
 
 /// Size of the buffer the diff stream is added through.
 const CHUNK: usize = 64 * 1024;
+
+/// zstd level of the extra stream: the best size for the time on real modules (ADR 0003).
+#[cfg(feature = "make-patches")]
+const EXTRA_ZSTD_LEVEL: i32 = 19;
+
+/// Makes the `bsdiff4z` patch that turns `base` into `target`. CPU-bound: seconds for a
+/// 12 MB module; call it off the async runtime.
+///
+/// # Errors
+/// When qbsdiff or a compressor fails (they write to memory, so only on a bug).
+#[cfg(feature = "make-patches")]
+pub fn make_patch(base: &[u8], target: &[u8]) -> io::Result<Vec<u8>> {
+    use qbsdiff::{Bsdiff, ParallelScheme};
+
+    let mut bsdiff40 = Vec::new();
+    Bsdiff::new(base, target)
+        .small_match(8)
+        // The default is Auto (the setter's documentation says otherwise): one job, one core.
+        .parallel_scheme(ParallelScheme::Never)
+        .compression_level(6)
+        .compare(io::Cursor::new(&mut bsdiff40))?;
+    let length = |at: usize| -> io::Result<usize> {
+        let raw = u64::from_le_bytes(bsdiff40[at..at + 8].try_into().expect("eight bytes"));
+        usize::try_from(raw).map_err(|_| io::Error::other("qbsdiff wrote a negative length"))
+    };
+    let extra_at = HEADER_LEN + length(8)? + length(16)?;
+    // The extra stream (the new bytes) compresses better with zstd than with bzip2; the control
+    // and diff streams stay as qbsdiff wrote them.
+    let mut extra = Vec::new();
+    bzip2::read::BzDecoder::new(&bsdiff40[extra_at..]).read_to_end(&mut extra)?;
+    let mut patch = Vec::with_capacity(bsdiff40.len());
+    patch.extend_from_slice(MAGIC);
+    patch.extend_from_slice(&bsdiff40[8..extra_at]);
+    // The streaming encoder on purpose: zstd's one-shot API skips its block splitter.
+    let mut encoder = zstd::stream::write::Encoder::new(patch, EXTRA_ZSTD_LEVEL)?;
+    encoder.set_pledged_src_size(Some(extra.len() as u64))?;
+    encoder.include_contentsize(true)?;
+    encoder.write_all(&extra)?;
+    encoder.finish()
+}
 
 /// Why a patch was refused. Every one means: download the full package instead.
 #[derive(Debug, thiserror::Error)]

@@ -241,3 +241,117 @@ async fn bytes_that_do_not_match_the_signed_hash_are_discarded() {
     assert!(!dest.exists());
     assert!(!partial_path(&dest).exists());
 }
+
+mod by_patch {
+    use plugstore_client::delta::{Fetched, PatchSource, fetch_package};
+    use plugstore_format::delta::make_patch;
+
+    use super::*;
+
+    fn versions() -> (Vec<u8>, Vec<u8>) {
+        let old = body();
+        let mut new = old.clone();
+        new.splice(100_000..100_000, b"a new feature".iter().copied());
+        new[5] ^= 0xff;
+        (old, new)
+    }
+
+    fn sha(bytes: &[u8]) -> [u8; 32] {
+        expected(bytes).sha256
+    }
+
+    async fn fetch(
+        patch_served: Vec<u8>,
+        patch_signed: &[u8],
+        base_on_disk: &[u8],
+        old: &[u8],
+        new: &[u8],
+    ) -> (Fetched, Vec<u8>) {
+        let (patch_url, _) = serve(patch_served, vec![Behaviour::Honest]).await;
+        let (full_url, _) = serve(new.to_vec(), vec![Behaviour::Honest]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.tar");
+        std::fs::write(&base, base_on_disk).unwrap();
+        let dest = dir.path().join("plugin.tar");
+        let fetched = fetch_package(
+            &reqwest::Client::new(),
+            &full_url,
+            expected(new),
+            Some(PatchSource {
+                url: &patch_url,
+                expected: expected(patch_signed),
+                base_sha256: sha(old),
+                base: &base,
+            }),
+            &dest,
+            &policy(),
+        )
+        .await
+        .unwrap();
+        assert!(!partial_path(&dest).exists());
+        (fetched, std::fs::read(&dest).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_good_patch_makes_the_package() {
+        let (old, new) = versions();
+        let patch = make_patch(&old, &new).unwrap();
+        assert!(patch.len() * 10 < new.len());
+        let (fetched, bytes) = fetch(patch.clone(), &patch, &old, &old, &new).await;
+        assert_eq!(fetched, Fetched::Patched);
+        assert!(bytes == new);
+    }
+
+    #[tokio::test]
+    async fn a_patch_corrupted_in_transit_falls_back_to_the_full_package() {
+        let (old, new) = versions();
+        let patch = make_patch(&old, &new).unwrap();
+        let mut corrupted = patch.clone();
+        let middle = corrupted.len() / 2;
+        corrupted[middle] ^= 1;
+        let (fetched, bytes) = fetch(corrupted, &patch, &old, &old, &new).await;
+        let Fetched::Full {
+            patch_error: Some(why),
+        } = fetched
+        else {
+            panic!("{fetched:?}")
+        };
+        assert!(why.contains("SHA-256"), "{why}");
+        assert!(bytes == new);
+    }
+
+    #[tokio::test]
+    async fn a_signed_patch_that_makes_wrong_bytes_falls_back_to_the_full_package() {
+        let (old, new) = versions();
+        // Signed as served, but made for other contents: the result's hash decides.
+        let mut other = new.clone();
+        other[150_000] ^= 0x55;
+        let wrong = make_patch(&old, &other).unwrap();
+        let (fetched, bytes) = fetch(wrong.clone(), &wrong, &old, &old, &new).await;
+        let Fetched::Full {
+            patch_error: Some(why),
+        } = fetched
+        else {
+            panic!("{fetched:?}")
+        };
+        assert!(why.contains("does not match"), "{why}");
+        assert!(bytes == new);
+    }
+
+    #[tokio::test]
+    async fn a_base_that_is_not_the_patches_base_falls_back_to_the_full_package() {
+        let (old, new) = versions();
+        let patch = make_patch(&old, &new).unwrap();
+        let mut damaged_base = old.clone();
+        damaged_base[0] ^= 1;
+        let (fetched, bytes) = fetch(patch.clone(), &patch, &damaged_base, &old, &new).await;
+        let Fetched::Full {
+            patch_error: Some(why),
+        } = fetched
+        else {
+            panic!("{fetched:?}")
+        };
+        assert!(why.contains("base"), "{why}");
+        assert!(bytes == new);
+    }
+}

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use plugstore_format::delta::apply_patch;
-use plugstore_server::deltas::make_patch;
+use plugstore_format::delta::make_patch;
 
 const ROUNDS: usize = 3;
 

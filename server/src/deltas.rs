@@ -13,60 +13,19 @@
 //! the same patch at the same time; one insert wins and the other's blob is the same blob.
 //! One patch at a time per replica bounds memory to about 7 × the larger input + 100 MiB.
 
-use std::io::{self, Read as _, Write as _};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures_util::TryStreamExt as _;
-use plugstore_format::delta::MAGIC;
-use qbsdiff::{Bsdiff, ParallelScheme};
+use plugstore_format::delta::make_patch;
 
 use crate::app::AppState;
 use crate::blobs::{BlobDigest, BlobError};
 use crate::config::DeltaSettings;
 
-/// zstd level of the extra stream: the best size for the time on real modules (ADR 0003).
-const EXTRA_ZSTD_LEVEL: i32 = 19;
-
-/// Bytes before the control stream in BSDIFF40 and bsdiff4z alike.
-const HEADER_LEN: usize = 32;
-
 /// A patch is kept only when it is at most this fraction of the new package: below it, the
 /// download saved is worth a second request and the host's patching work.
 const MAX_PATCH_FRACTION: f64 = 0.5;
-
-/// Makes the `bsdiff4z` patch that turns `base` into `target`. CPU-bound: seconds for a
-/// 12 MB module; call it off the async runtime.
-///
-/// # Errors
-/// When qbsdiff or a compressor fails (they write to memory, so only on a bug).
-pub fn make_patch(base: &[u8], target: &[u8]) -> io::Result<Vec<u8>> {
-    let mut bsdiff40 = Vec::new();
-    Bsdiff::new(base, target)
-        .small_match(8)
-        // The default is Auto (the setter's documentation says otherwise): one job, one core.
-        .parallel_scheme(ParallelScheme::Never)
-        .compression_level(6)
-        .compare(io::Cursor::new(&mut bsdiff40))?;
-    let length = |at: usize| -> io::Result<usize> {
-        let raw = u64::from_le_bytes(bsdiff40[at..at + 8].try_into().expect("eight bytes"));
-        usize::try_from(raw).map_err(|_| io::Error::other("qbsdiff wrote a negative length"))
-    };
-    let extra_at = HEADER_LEN + length(8)? + length(16)?;
-    // The extra stream (the new bytes) compresses better with zstd than with bzip2; the control
-    // and diff streams stay as qbsdiff wrote them.
-    let mut extra = Vec::new();
-    bzip2::read::BzDecoder::new(&bsdiff40[extra_at..]).read_to_end(&mut extra)?;
-    let mut patch = Vec::with_capacity(bsdiff40.len());
-    patch.extend_from_slice(MAGIC);
-    patch.extend_from_slice(&bsdiff40[8..extra_at]);
-    // The streaming encoder on purpose: zstd's one-shot API skips its block splitter.
-    let mut encoder = zstd::stream::write::Encoder::new(patch, EXTRA_ZSTD_LEVEL)?;
-    encoder.set_pledged_src_size(Some(extra.len() as u64))?;
-    encoder.include_contentsize(true)?;
-    encoder.write_all(&extra)?;
-    encoder.finish()
-}
 
 /// A published version that needs patches.
 #[derive(Debug)]
