@@ -8,6 +8,8 @@
 use std::io::{self, BufWriter, Write as _};
 use std::path::Path;
 
+use plugstore_format::digest::{DigestingWriter, PackageDigest};
+
 use crate::download::{DownloadError, DownloadPolicy, ExpectedTarget, download, partial_path};
 
 /// A patch to the package, as signed metadata describes it, and the local base it starts from.
@@ -94,19 +96,20 @@ async fn apply_from(
         )
         .await?;
         let base = tokio::fs::read(patch.base).await?;
-        if sha256(&base) != patch.base_sha256 {
+        if PackageDigest::of(&base).as_bytes() != &patch.base_sha256 {
             return Err(PatchPathError::WrongBase);
         }
         let bytes = tokio::fs::read(&patch_file).await?;
         let staging = partial_path(dest);
         let made = staging.clone();
         // Patching is CPU work on whole files; off the async workers.
+        // The result is hashed as it is written, not read back.
         tokio::task::spawn_blocking(move || -> Result<(), PatchPathError> {
-            let mut out = BufWriter::new(std::fs::File::create(&made)?);
+            let mut out = DigestingWriter::new(BufWriter::new(std::fs::File::create(&made)?));
             plugstore_format::delta::apply_patch(&base, &bytes, full.length, &mut out)?;
             out.flush()?;
-            let staged = std::fs::read(&made)?;
-            if staged.len() as u64 != full.length || sha256(&staged) != full.sha256 {
+            let (digest, length) = out.finish();
+            if length != full.length || digest.as_bytes() != &full.sha256 {
                 return Err(PatchPathError::ResultMismatch);
             }
             Ok(())
@@ -123,11 +126,4 @@ async fn apply_from(
         let _ = tokio::fs::remove_file(partial_path(dest)).await;
     }
     result
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
 }

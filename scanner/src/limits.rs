@@ -129,3 +129,16 @@ pub struct ScanLimits {
     #[serde(rename = "dynamic")]
     pub dynamic_limits: DynamicLimits,
 }
+
+impl ScanLimits {
+    /// Reads a limits file, naming the file in every error.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is not a valid limits file (unknown keys included).
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the limits file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in the limits file {}", path.display()))
+    }
+}

@@ -126,9 +126,13 @@ fn main() -> anyhow::Result<ExitCode> {
     // The scanner has its own command line and runtime; it takes over before this one parses
     // anything, so that its arguments are its own.
     let mut args = std::env::args_os();
-    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(SCANNER_INVOCATION)) {
-        let program = args.next().unwrap_or_default();
-        let scanner_args = std::iter::once(scanner_program_name(&program)).chain(args.skip(1));
+    let program = args.next().unwrap_or_default();
+    let mut rest = args.peekable();
+    if rest
+        .next_if(|first| first == OsStr::new(SCANNER_INVOCATION))
+        .is_some()
+    {
+        let scanner_args = std::iter::once(scanner_program_name(&program)).chain(rest);
         return Ok(plugstore_scanner::cli::main(
             scanner_args,
             vec![SCANNER_INVOCATION.into()],

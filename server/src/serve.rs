@@ -141,10 +141,10 @@ pub fn check_embedded_worker(settings: &Settings) -> anyhow::Result<()> {
             .with_context(|| format!("scan.rules_dir = {:?}", settings.scan.rules_dir))?;
     }
     if !settings.scan.limits_file.is_empty() {
-        let text = std::fs::read_to_string(&settings.scan.limits_file)
-            .with_context(|| format!("reading scan.limits_file {:?}", settings.scan.limits_file))?;
-        toml::from_str::<plugstore_scanner::limits::ScanLimits>(&text)
-            .with_context(|| format!("in scan.limits_file {:?}", settings.scan.limits_file))?;
+        plugstore_scanner::limits::ScanLimits::from_file(std::path::Path::new(
+            &settings.scan.limits_file,
+        ))
+        .with_context(|| format!("scan.limits_file = {:?}", settings.scan.limits_file))?;
     }
     Ok(())
 }

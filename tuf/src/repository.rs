@@ -169,6 +169,18 @@ impl RepositoryState {
         Ok((state, files))
     }
 
+    /// The bins must be signed with the key the top-level targets delegate to (moving them
+    /// to another key is [`Self::rotate_bins_key`]).
+    fn check_bins_key(&self, keys: &OnlineKeys) -> Result<(), ProducerError> {
+        if keys.bins.id() == self.bins_key {
+            return Ok(());
+        }
+        Err(ProducerError::BinsKeyChanged {
+            delegated: self.bins_key,
+            offered: keys.bins.id(),
+        })
+    }
+
     /// Re-signs each bin in `changed` with exactly the targets given (its whole new content),
     /// one version up, then a new snapshot and timestamp. Other bins are untouched.
     pub fn update_bins(
@@ -178,12 +190,7 @@ impl RepositoryState {
         now: UnixTime,
     ) -> Result<Vec<MetadataFile>, ProducerError> {
         check_authorized(&self.root, keys)?;
-        if keys.bins.id() != self.bins_key {
-            return Err(ProducerError::BinsKeyChanged {
-                delegated: self.bins_key,
-                offered: keys.bins.id(),
-            });
-        }
+        self.check_bins_key(keys)?;
         let mut bins = self.bins.clone();
         let mut files = Vec::with_capacity(changed.len() + 2);
         for (&bin, entries) in changed {
@@ -204,12 +211,7 @@ impl RepositoryState {
         now: UnixTime,
     ) -> Result<Vec<MetadataFile>, ProducerError> {
         check_authorized(&self.root, keys)?;
-        if keys.bins.id() != self.bins_key {
-            return Err(ProducerError::BinsKeyChanged {
-                delegated: self.bins_key,
-                offered: keys.bins.id(),
-            });
-        }
+        self.check_bins_key(keys)?;
         let version = next_version(Some(self.targets.record.version));
         let (targets, file) = sign_targets(version, &keys.bins, &keys.targets, now)?;
         let bins = self.bins.clone();

@@ -9,7 +9,7 @@ mod analyze;
 mod worker;
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -119,7 +119,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, self_invocation: Vec<OsStr
             rules_dir,
             limits,
         } => {
-            let status = match limits.as_deref().map(load_limits).transpose() {
+            let status = match limits.as_deref().map(ScanLimits::from_file).transpose() {
                 Ok(limits) => analyze::run(
                     &package,
                     test_hook,
@@ -170,13 +170,6 @@ fn default_name() -> String {
     format!("scanner@{host}-{}", std::process::id())
 }
 
-/// Reads an analysis-limits file, naming the file in every error.
-fn load_limits(path: &Path) -> anyhow::Result<ScanLimits> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the limits file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("in the limits file {}", path.display()))
-}
-
 fn run_worker(args: WorkerArgs, self_invocation: Vec<OsString>) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -206,7 +199,7 @@ fn run_worker(args: WorkerArgs, self_invocation: Vec<OsString>) -> anyhow::Resul
     };
     let limits_file = match &args.limits {
         Some(file) => {
-            load_limits(file)?;
+            ScanLimits::from_file(file)?;
             Some(
                 std::fs::canonicalize(file)
                     .with_context(|| format!("resolving {}", file.display()))?,

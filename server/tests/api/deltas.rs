@@ -4,11 +4,10 @@
 
 use axum::http::StatusCode;
 use plugstore_format::delta::apply_patch;
-use plugstore_format::digest::PackageDigest;
 
 use crate::both_stacks;
 use crate::harness::{TestApp, TestUser};
-use crate::publish::{StoreSigner, package, upload, upload_body};
+use crate::publish::{StoreSigner, package};
 
 /// A module-like payload: shared "code" with a version-specific change in the middle, so that
 /// consecutive versions differ a little, as real releases do.
@@ -55,15 +54,9 @@ async fn publish(
     payload: &[u8],
 ) -> Vec<u8> {
     let pkg = package("acme/hello", version, payload);
-    let env = signer.envelope("acme/hello", version, PackageDigest::of(&pkg));
-    let response = upload(
-        app,
-        &owner.access,
-        "acme/hello",
-        version,
-        upload_body(&env, &pkg),
-    )
-    .await;
+    let response = signer
+        .upload(app, &owner.access, "acme/hello", version, &pkg)
+        .await;
     assert_eq!(
         response.status,
         StatusCode::CREATED,

@@ -121,6 +121,26 @@ impl StoreSigner {
         .unwrap()
         .into_bytes()
     }
+
+    /// Signs `package` as `plugin_id`@`version` and uploads it with `token`.
+    pub async fn upload(
+        &self,
+        app: &TestApp,
+        token: &str,
+        plugin_id: &str,
+        version: &str,
+        package: &[u8],
+    ) -> TestResponse {
+        let envelope = self.envelope(plugin_id, version, PackageDigest::of(package));
+        upload(
+            app,
+            token,
+            plugin_id,
+            version,
+            upload_body(&envelope, package),
+        )
+        .await
+    }
 }
 
 pub fn manifest(id: &str, version: &str) -> String {

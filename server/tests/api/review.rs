@@ -8,7 +8,7 @@ use plugstore_format::package::PackageBuilder;
 use serde_json::{Value, json};
 
 use crate::harness::{Stack, TestApp, TestResponse, TestUser};
-use crate::publish::{StoreSigner, manifest, package, upload, upload_body};
+use crate::publish::{StoreSigner, manifest, package};
 
 const WORKER_TOKEN: &str = "psw_test-worker-token";
 
@@ -56,17 +56,9 @@ async fn moderated_store(
 
 impl Cast {
     async fn publish_package(&self, version: &str, pkg: Vec<u8>) -> TestResponse {
-        let env = self
-            .signer
-            .envelope("acme/hello", version, PackageDigest::of(&pkg));
-        upload(
-            &self.app,
-            &self.owner.access,
-            "acme/hello",
-            version,
-            upload_body(&env, &pkg),
-        )
-        .await
+        self.signer
+            .upload(&self.app, &self.owner.access, "acme/hello", version, &pkg)
+            .await
     }
 
     /// Publishes `version` and has a worker report one finding of `severity` on it.

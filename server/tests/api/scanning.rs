@@ -2,12 +2,11 @@
 //! a dead worker's job is claimed again; after the last attempt the version goes to review.
 
 use axum::http::StatusCode;
-use plugstore_format::digest::PackageDigest;
 use serde_json::json;
 
 use crate::both_stacks;
 use crate::harness::{Stack, TestApp, TestUser};
-use crate::publish::{StoreSigner, package, upload, upload_body};
+use crate::publish::{StoreSigner, package};
 
 async fn scanning_store(
     stack: Stack,
@@ -28,15 +27,9 @@ async fn scanning_store(
 
 async fn publish(app: &TestApp, owner: &TestUser, signer: &StoreSigner, version: &str) {
     let pkg = package("acme/hello", version, version.as_bytes());
-    let env = signer.envelope("acme/hello", version, PackageDigest::of(&pkg));
-    let response = upload(
-        app,
-        &owner.access,
-        "acme/hello",
-        version,
-        upload_body(&env, &pkg),
-    )
-    .await;
+    let response = signer
+        .upload(app, &owner.access, "acme/hello", version, &pkg)
+        .await;
     assert_eq!(
         response.status,
         StatusCode::CREATED,
