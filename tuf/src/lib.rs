@@ -13,6 +13,7 @@
 //! - [`layout`]: target paths, shards and bins;
 //! - [`custom`]: the `custom.plugstore` fields of a target;
 //! - [`keys`]: P-256 signing keys, key ids, role key sets;
+//! - [`keys_dir`]: a store's keys directory (online keys, every root) and rotations;
 //! - [`root`]: root drafts, offline signing, root chains;
 //! - [`repository`]: the producer;
 //! - [`client`]: the verification pipeline and target checks;
@@ -26,6 +27,7 @@ pub mod digest;
 mod envelope;
 pub mod error;
 pub mod keys;
+pub mod keys_dir;
 pub mod layout;
 pub mod repository;
 pub mod root;

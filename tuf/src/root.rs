@@ -101,6 +101,12 @@ impl VerifiedRoot {
         }
     }
 
+    /// The public keys and thresholds of the four roles, e.g. to draft the next root with one
+    /// key replaced.
+    pub fn top_level_keys(&self) -> Result<TopLevelKeys, KeyError> {
+        top_level_keys(&self.root)
+    }
+
     /// Whether `key` is one of `role`'s keys in this root.
     pub fn authorizes(&self, role: TopLevelRole, key: KeyId) -> bool {
         self.role_key_ids(role).0.contains(&key)
@@ -188,6 +194,37 @@ fn read_root(envelope: &Envelope) -> Result<Root, VerificationError> {
     Ok(root)
 }
 
+fn top_level_keys(root: &Root) -> Result<TopLevelKeys, KeyError> {
+    let role_keys = |role: TopLevelRole| -> Result<RoleKeys, KeyError> {
+        let Some(assigned) = root.roles.get(&role.tough()) else {
+            // A root read through `read_root` always has all four roles.
+            return Err(KeyError::MalformedPublicKey(format!(
+                "the root assigns no keys to {role}"
+            )));
+        };
+        let keys = assigned
+            .keyids
+            .iter()
+            .map(|id| {
+                let key = root.keys.get(id).ok_or_else(|| {
+                    KeyError::MalformedPublicKey(format!(
+                        "the root lists key {} for {role} without its public key",
+                        hex::encode(id)
+                    ))
+                })?;
+                PublicKey::from_tuf(key.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        RoleKeys::new(keys, assigned.threshold.get())
+    };
+    Ok(TopLevelKeys {
+        root: role_keys(TopLevelRole::Root)?,
+        targets: role_keys(TopLevelRole::Targets)?,
+        snapshot: role_keys(TopLevelRole::Snapshot)?,
+        timestamp: role_keys(TopLevelRole::Timestamp)?,
+    })
+}
+
 /// A root being assembled: unsigned or partly signed, passed from one offline key holder to
 /// the next as JSON ([`RootDraft::to_json`] / [`RootDraft::from_json`]).
 #[derive(Clone, Debug)]
@@ -254,6 +291,16 @@ impl RootDraft {
     /// The version this root will have.
     pub fn version(&self) -> u64 {
         self.root.version.get()
+    }
+
+    /// When it will expire.
+    pub fn expires(&self) -> UnixTime {
+        UnixTime::from_jiff(self.root.expires)
+    }
+
+    /// The keys and thresholds it lists, so a key holder can see what they are about to sign.
+    pub fn top_level_keys(&self) -> Result<TopLevelKeys, KeyError> {
+        top_level_keys(&self.root)
     }
 
     /// The keys that signed it so far.
