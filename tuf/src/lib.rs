@@ -17,9 +17,12 @@
 //! - [`root`]: root drafts, offline signing, root chains;
 //! - [`repository`]: the producer;
 //! - [`client`]: the verification pipeline and target checks;
+//! - `cli` (feature `cli`): `plugstore-server keys …`;
 //! - [`error`]: why metadata or a target was refused;
 //! - [`digest`], [`time`]: SHA-256 digests, Unix time and the role lifetimes.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 pub mod custom;
 mod delegations;
