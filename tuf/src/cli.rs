@@ -20,7 +20,7 @@ use crate::keys::{KeyId, RoleKeys, SigningKey, TopLevelKeys};
 use crate::keys_dir::{
     KeysDir, OnlineRole, ROOT_EXPIRY_WARNING, root_key_file_name, rotation_draft, write_key,
 };
-use crate::root::{RootDraft, RootDraftError, TopLevelRole};
+use crate::root::{RootDraft, RootDraftError, TopLevelRole, VerifiedRoot};
 use crate::time::UnixTime;
 
 #[derive(Parser, Debug)]
@@ -68,6 +68,16 @@ enum Command {
         /// Where to write the draft of the next root (not for --role bins).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Draft the next root with the same keys and a new expiry (unsigned): the yearly
+    /// renewal before the root expires.
+    RenewRoot {
+        /// The store's keys directory.
+        #[arg(long)]
+        keys_dir: PathBuf,
+        /// Where to write the draft of the next root.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Add one root key's signature to a root draft (run by each key holder, offline).
     SignRoot {
@@ -144,6 +154,7 @@ fn run(command: Command, now: UnixTime) -> anyhow::Result<()> {
             replace,
             out,
         } => rotate(&keys_dir, role, new_key, replace, out, now),
+        Command::RenewRoot { keys_dir, out } => renew_root(&keys_dir, &out, now),
         Command::SignRoot { draft, key } => sign_root(&draft, &key),
         Command::FinishRoot { keys_dir, draft } => finish_root(&keys_dir, &draft),
         Command::Show { keys_dir } => show(&keys_dir, now),
@@ -295,7 +306,6 @@ fn rotate(
     write_key(&key, &new_key_path)?;
     write_draft(&out, &draft, false)?;
 
-    let new_threshold = current.role_key_ids(TopLevelRole::Root).1;
     println!(
         "new {top_level} key {} written to {}",
         key.id(),
@@ -306,25 +316,52 @@ fn rotate(
         draft.version(),
         out.display()
     );
+    let new_root_signer = (top_level == TopLevelRole::Root).then_some(new_key_path.as_path());
+    print_next_steps(keys_dir, &current, &out, new_root_signer);
+    Ok(())
+}
+
+fn renew_root(keys_dir: &Path, out: &Path, now: UnixTime) -> anyhow::Result<()> {
+    let dir = KeysDir::open(keys_dir)?;
+    let current = dir.root_chain()?.current;
+    let draft = RootDraft::successor(&current, &current.top_level_keys()?, now)?;
+    write_draft(out, &draft, false)?;
+    println!(
+        "draft of root {} written to {} (unsigned; same keys, expires {})",
+        draft.version(),
+        out.display(),
+        draft.expires()
+    );
+    print_next_steps(keys_dir, &current, out, None);
+    Ok(())
+}
+
+/// The rest of a root ceremony, for the operator to pass on to the key holders.
+fn print_next_steps(
+    keys_dir: &Path,
+    current: &VerifiedRoot,
+    draft: &Path,
+    new_root_signer: Option<&Path>,
+) {
     println!("Next:");
     println!(
-        "  1. {new_threshold} holder(s) of root {}'s root keys each run `keys sign-root --draft {} --key <their root key>` on their own machine",
+        "  1. {} holder(s) of root {}'s root keys each run `keys sign-root --draft {} --key <their root key>` on their own machine, one after the other",
+        current.role_key_ids(TopLevelRole::Root).1,
         current.version(),
-        out.display()
+        draft.display()
     );
-    if top_level == TopLevelRole::Root {
+    if let Some(new_key) = new_root_signer {
         println!(
-            "     and the holder of the new root key runs it with --key {}, since root {} must also be signed by its own keys",
-            new_key_path.display(),
-            draft.version()
+            "     and the holder of the new root key runs it with --key {}: root {} must also be signed by its own keys",
+            new_key.display(),
+            current.version() + 1
         );
     }
     println!(
         "  2. on the server: `keys finish-root --keys-dir {} --draft {}`",
         keys_dir.display(),
-        out.display()
+        draft.display()
     );
-    Ok(())
 }
 
 fn sign_root(draft_path: &Path, key_path: &Path) -> anyhow::Result<()> {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// How long a root stays valid. Root keys live offline and are brought out for a ceremony, so
 /// the root is re-signed rarely; a year gives an operator time to notice the warning
-/// (`keys status` warns 60 days ahead) and gather the key holders.
+/// (`keys show` warns 60 days ahead) and gather the key holders.
 pub const ROOT_LIFETIME: Duration = Duration::from_secs(365 * DAY);
 
 /// How long the top-level targets role stays valid. It only delegates to the bins and changes

@@ -264,3 +264,51 @@ fn usage_errors_exit_with_2() {
     assert_eq!(keys(&[&"rotate", &"--role", &"nobody"]), ExitCode::from(2));
     assert_eq!(keys(&[&"--help"]), ExitCode::SUCCESS);
 }
+
+#[test]
+fn renewing_the_root_keeps_every_key() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("keys");
+    let draft = temp.path().join("renew.json");
+    assert_eq!(keys(&[&"generate", &"--keys-dir", &dir]), ExitCode::SUCCESS);
+    let store = KeysDir::open(&dir).unwrap();
+    let before = store.load().unwrap().current_root;
+    assert_eq!(
+        keys(&[&"renew-root", &"--keys-dir", &dir, &"--out", &draft]),
+        ExitCode::SUCCESS
+    );
+    // Never over a draft that may hold signatures.
+    assert_eq!(
+        keys(&[&"renew-root", &"--keys-dir", &dir, &"--out", &draft]),
+        ExitCode::FAILURE
+    );
+    assert_eq!(
+        keys(&[
+            &"sign-root",
+            &"--draft",
+            &draft,
+            &"--key",
+            &dir.join("root-1.pk8")
+        ]),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        keys(&[&"finish-root", &"--keys-dir", &dir, &"--draft", &draft]),
+        ExitCode::SUCCESS
+    );
+    let after = store.load().unwrap().current_root;
+    assert_eq!(after.version(), 2);
+    assert!(after.expires() >= before.expires());
+    for role in [
+        TopLevelRole::Root,
+        TopLevelRole::Targets,
+        TopLevelRole::Snapshot,
+        TopLevelRole::Timestamp,
+    ] {
+        assert_eq!(
+            after.role_key_ids(role),
+            before.role_key_ids(role),
+            "{role}"
+        );
+    }
+}
