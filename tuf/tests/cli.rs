@@ -312,3 +312,62 @@ fn renewing_the_root_keeps_every_key() {
         );
     }
 }
+
+#[test]
+fn a_new_root_holder_drafts_from_a_copy_of_the_roots_alone() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("keys");
+    assert_eq!(keys(&[&"generate", &"--keys-dir", &dir]), ExitCode::SUCCESS);
+    // The new holder's offline machine: the published roots, no online key.
+    let copy = temp.path().join("copy");
+    fs::create_dir_all(copy.join("root")).unwrap();
+    fs::copy(dir.join("root/1.root.json"), copy.join("root/1.root.json")).unwrap();
+    let new_key = temp.path().join("new-root.pk8");
+    let draft = temp.path().join("draft.json");
+    assert_eq!(
+        keys(&[
+            &"rotate",
+            &"--keys-dir",
+            &copy,
+            &"--role",
+            &"root",
+            &"--new-key",
+            &new_key,
+            &"--out",
+            &draft
+        ]),
+        ExitCode::SUCCESS
+    );
+    for key in [dir.join("root-1.pk8"), new_key] {
+        assert_eq!(
+            keys(&[&"sign-root", &"--draft", &draft, &"--key", &key]),
+            ExitCode::SUCCESS
+        );
+    }
+    assert_eq!(
+        keys(&[&"finish-root", &"--keys-dir", &dir, &"--draft", &draft]),
+        ExitCode::SUCCESS
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sign_root_refuses_a_key_others_can_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("keys");
+    let draft = temp.path().join("draft.json");
+    assert_eq!(keys(&[&"generate", &"--keys-dir", &dir]), ExitCode::SUCCESS);
+    assert_eq!(
+        keys(&[&"renew-root", &"--keys-dir", &dir, &"--out", &draft]),
+        ExitCode::SUCCESS
+    );
+    let root_key = dir.join("root-1.pk8");
+    fs::set_permissions(&root_key, fs::Permissions::from_mode(0o644)).unwrap();
+    let unsigned = fs::read(&draft).unwrap();
+    assert_eq!(
+        keys(&[&"sign-root", &"--draft", &draft, &"--key", &root_key]),
+        ExitCode::FAILURE
+    );
+    assert_eq!(fs::read(&draft).unwrap(), unsigned);
+}
