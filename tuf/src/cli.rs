@@ -169,7 +169,7 @@ fn generate(
     now: UnixTime,
 ) -> anyhow::Result<()> {
     let threshold = threshold.unwrap_or(count / 2 + 1);
-    let offline = root_key_dir.is_none();
+    let root_keys_beside_online = root_key_dir.is_none();
     let root_key_dir = root_key_dir.unwrap_or_else(|| keys_dir.to_owned());
     let root_keys = (0..count)
         .map(|_| SigningKey::generate())
@@ -224,7 +224,7 @@ fn generate(
             dir.key_path(role).display()
         );
     }
-    if offline || same_dir(&root_key_dir, keys_dir) {
+    if root_keys_beside_online || same_dir(&root_key_dir, keys_dir) {
         eprintln!(
             "warning: the root keys are in the server's keys directory. Whoever can read them can replace every key of the store: move them to offline media (and keep a copy) before the store goes into production."
         );
