@@ -13,7 +13,9 @@ fn v(text: &str) -> Version {
     text.parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On a current-thread runtime: TUF runs on a blocking thread that waits on the runtime the
+// caller's `block_on` drives.
+#[tokio::test]
 async fn a_first_install_unpacks_the_verified_package() {
     let mut store = Store::new().await;
     store.publish("acme/hello", "1.0.0");
@@ -286,4 +288,134 @@ async fn the_builder_refuses_a_missing_store_ca() {
         .build()
         .unwrap_err();
     assert!(error.to_string().contains("store_ca_pem"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_redirected_to_a_cdn_are_followed() {
+    let mut store = Store::new().await;
+    let published = store.publish("acme/hello", "1.0.0");
+    store.trick(published.sha256, Trick::Redirect);
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    client
+        .install(&id("acme/hello"), &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap();
+    let log = store.take_log();
+    assert!(
+        log.contains(&format!("GET /cdn/{}", published.sha256.to_hex())),
+        "{log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_root_is_followed_and_kept_across_a_restart() {
+    use plugstore_tuf::root::{RootDraft, sign_root};
+    use plugstore_tuf::time::UnixTime;
+
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    client.check_updates().await.unwrap();
+
+    // Root 2: a new root key, signed by the old and the new one.
+    let new_root_key = plugstore_tuf::keys::SigningKey::generate().unwrap();
+    let top = common::top_level_keys(
+        plugstore_tuf::keys::RoleKeys::single(new_root_key.public_key()),
+        &store.keys,
+    );
+    let mut draft = RootDraft::successor(&store.state.root, &top, UnixTime::now()).unwrap();
+    sign_root(&mut draft, &store.root_keys[0]).unwrap();
+    sign_root(&mut draft, &new_root_key).unwrap();
+    let file = store.state.install_root(&draft.to_json().unwrap()).unwrap();
+    store.serve_files(vec![file]);
+    client.check_updates().await.unwrap();
+    assert!(dir.path().join("tuf/2.root.json").is_file());
+    drop(client);
+
+    // The mirror stops serving root 2; a restarted client still starts from it (it follows
+    // the saved chain from the pinned root 1).
+    store.served.lock().unwrap().metadata.remove("2.root.json");
+    store.take_log();
+    let restarted = store.client(dir.path());
+    restarted.check_updates().await.unwrap();
+    let log = store.take_log();
+    assert!(log.contains(&"GET /tuf/3.root.json".to_owned()), "{log:?}");
+    assert!(!log.contains(&"GET /tuf/2.root.json".to_owned()), "{log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_for_another_platform_or_host_is_refused() {
+    use plugstore_client::{ClientError, RefusalReason};
+    use plugstore_format::manifest::Target;
+    use plugstore_tuf::custom::TargetDetail;
+
+    let mut store = Store::new().await;
+    let bytes = common::package_bytes("acme/native", "1.0.0");
+    let acme = store.acme.clone();
+    let mut entry = store.package_entry(
+        "acme/native",
+        "1.0.0",
+        &bytes,
+        VersionState::Published,
+        &acme,
+    );
+    let TargetDetail::Package(package) = &mut entry.custom.detail else {
+        unreachable!()
+    };
+    package.platforms = vec![Target::WindowsX86_64];
+    store.publish_entry(entry, bytes);
+
+    let bytes = common::package_bytes("acme/future", "1.0.0");
+    let mut entry = store.package_entry(
+        "acme/future",
+        "1.0.0",
+        &bytes,
+        VersionState::Published,
+        &acme,
+    );
+    let TargetDetail::Package(package) = &mut entry.custom.detail else {
+        unreachable!()
+    };
+    package.host = ">=3.0.0".parse().unwrap();
+    store.publish_entry(entry, bytes);
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    let error = client
+        .install(&id("acme/native"), &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Refused(refusal)
+            if matches!(refusal.reason, RefusalReason::WrongPlatform { .. })),
+        "{error}"
+    );
+    let error = client
+        .install(&id("acme/future"), &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Refused(refusal)
+            if matches!(refusal.reason, RefusalReason::IncompatibleHost { .. })),
+        "{error}"
+    );
+    assert!(client.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_without_a_previous_version_is_an_error() {
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    let error = client.rollback(&id("acme/hello")).await.unwrap_err();
+    assert!(error.to_string().contains("not installed"), "{error}");
+    client
+        .install(&id("acme/hello"), &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap();
+    let error = client.rollback(&id("acme/hello")).await.unwrap_err();
+    assert!(error.to_string().contains("no previous version"), "{error}");
 }

@@ -52,6 +52,8 @@ pub enum Trick {
     Overlong(usize),
     /// One byte, then nothing for a long time.
     Trickle,
+    /// A 307 redirect to `/cdn/{hex}`, which serves the blob (as a CDN in front of the store).
+    Redirect,
 }
 
 /// What the server serves, and what it saw.
@@ -167,6 +169,7 @@ async fn serve_blob(
             drop(socket.write_all(&rest[..1.min(rest.len())]).await);
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
+        Some(Trick::Redirect) => unreachable!("answered before"),
     }
     let _ = socket.shutdown().await;
 }
@@ -211,7 +214,27 @@ async fn handle(mut socket: tokio::net::TcpStream, served: Arc<Mutex<Served>>) {
         }
         return;
     }
+    if let Some(hex) = request.path.strip_prefix("/cdn/") {
+        let blob = served.lock().unwrap().blobs.get(hex).cloned();
+        match blob {
+            Some(bytes) => serve_blob(&mut socket, bytes, None, request.range_start).await,
+            None => respond(&mut socket, 404, "text/plain", b"not found").await,
+        }
+        return;
+    }
     if let Some(hex) = request.path.strip_prefix("/blobs/sha256/") {
+        let redirect = matches!(
+            served.lock().unwrap().tricks.get(hex),
+            Some(Trick::Redirect)
+        );
+        if redirect {
+            let head = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: /cdn/{hex}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            drop(socket.write_all(head.as_bytes()).await);
+            let _ = socket.shutdown().await;
+            return;
+        }
         let (blob, trick) = {
             let mut served = served.lock().unwrap();
             let trick = served.tricks.get(hex).cloned();
