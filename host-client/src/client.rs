@@ -625,7 +625,9 @@ impl Client {
             package.package.sha256,
         );
         let path = blocking(move || {
-            Ok(install_dir.install(&id, &version, sha256, &dest, UnixTime::now())?)
+            let path = install_dir.install(&id, &version, sha256, &dest, UnixTime::now())?;
+            install_dir.prune_cache()?;
+            Ok(path)
         })
         .await?;
         Ok(Installed {

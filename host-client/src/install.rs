@@ -362,6 +362,35 @@ impl InstallDir {
         }
     }
 
+    /// Removes cached blobs that are neither the current nor the previous package of an
+    /// installed plugin (certificate chains go too; they are small and fetched again when
+    /// needed). Files being downloaded (`.partial`, `.patch`) are left alone. Best effort.
+    pub fn prune_cache(&self) -> Result<(), InstallError> {
+        let keep: Vec<String> = self
+            .list()?
+            .iter()
+            .flat_map(|plugin| {
+                std::iter::once(&plugin.state.current).chain(plugin.state.previous.as_ref())
+            })
+            .map(|kept| kept.sha256.to_hex())
+            .collect();
+        let cache = self.root.join("cache").join("sha256");
+        let entries = match fs::read_dir(&cache) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(io_at(&cache)(error)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let finished = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if finished && !keep.iter().any(|kept| kept == name) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the previous version current again (and the current one previous).
     pub fn rollback(&self, id: &PluginId) -> Result<PluginState, InstallError> {
         let state = self

@@ -419,3 +419,30 @@ async fn rollback_without_a_previous_version_is_an_error() {
     let error = client.rollback(&id("acme/hello")).await.unwrap_err();
     assert!(error.to_string().contains("no previous version"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_keeps_the_current_and_previous_packages_only() {
+    let mut store = Store::new().await;
+    let first = store.publish("acme/hello", "1.0.0");
+    let second = store.publish("acme/hello", "1.1.0");
+    let third = store.publish("acme/hello", "1.2.0");
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    for version in ["1.0.0", "1.1.0", "1.2.0"] {
+        client
+            .install(&id("acme/hello"), &v(version), |_, _| {})
+            .await
+            .unwrap();
+    }
+    let cached = |published: &common::Published| client.install_dir().cached(&published.sha256);
+    assert!(!cached(&first).exists());
+    assert!(cached(&second).is_file());
+    assert!(cached(&third).is_file());
+    let versions = dir.path().join("plugins/acme/hello/versions");
+    let mut kept: Vec<String> = std::fs::read_dir(versions)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, vec!["1.1.0", "1.2.0"]);
+}
