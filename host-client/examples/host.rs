@@ -7,7 +7,7 @@
 //! commands:
 //!   check                    list verified updates, refused offers and revocations
 //!   update                   check, then install every verified update (with progress)
-//!   install <id> <version>   install one version (a first install)
+//!   install <id> [version]   install one version (default: the newest for this host)
 //!   list                     installed plugins, their previous version and whether disabled
 //!   rollback <id>            make the previous version current again
 //! ```
@@ -20,7 +20,7 @@ use plugstore_format::manifest::{PluginId, Target};
 use semver::Version;
 
 const USAGE: &str = "usage: host <base-url> <root.json> <install-dir> <store-ca.pem> \
-                     (check | update | install <id> <version> | list | rollback <id>)";
+                     (check | update | install <id> [version] | list | rollback <id>)";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -57,9 +57,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 );
             }
         }
-        ("install", [id, version]) => {
+        ("install", [id, version @ ..]) if version.len() <= 1 => {
             let id: PluginId = id.parse()?;
-            let installed = client.install(&id, &version.parse()?, progress).await?;
+            let version = match version.first() {
+                Some(version) => version.parse()?,
+                None => client
+                    .latest_version(&id)
+                    .await?
+                    .ok_or_else(|| format!("{id} has no version for this host"))?,
+            };
+            let installed = client.install(&id, &version, progress).await?;
             println!(
                 "\ninstalled {id} {} in {}",
                 installed.version,

@@ -36,7 +36,7 @@ use crate::metadata::{HttpFetch, RestoreError, restore, save};
 use crate::updates::{
     Channel, CheckContext, CheckRequest, CheckResponse, HostApp, HostWire, InstalledWire, Problem,
     Refusal, UpdateCheck, VerifiedPackage, VerifiedUpdate, check_offers, confirmed_revocations,
-    verified_package,
+    latest_installable, verified_package,
 };
 
 /// Most installed plugins one update check reports (the API's limit).
@@ -562,6 +562,24 @@ impl Client {
                 }))
             })?;
         self.install_verified(&package, progress).await
+    }
+
+    /// The newest version of `id` the signed metadata lists as published for this host
+    /// (its platform and version; pre-releases only on the beta channel), to pick what a
+    /// first [`Client::install`] installs. `None` when there is none.
+    pub async fn latest_version(&self, id: &PluginId) -> Result<Option<Version>, ClientError> {
+        let inner = self.inner.clone();
+        let plugin = id.clone();
+        Ok(self
+            .with_refreshed(move |state, fetch, now| {
+                let context = CheckContext {
+                    host: &inner.host,
+                    base_url: &inner.base_url,
+                    now,
+                };
+                latest_installable(state, fetch, &context, &plugin, inner.channel)
+            })
+            .await??)
     }
 
     async fn install_verified(

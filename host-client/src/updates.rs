@@ -355,6 +355,33 @@ pub(crate) fn verified_package<F: Fetch + ?Sized>(
     })
 }
 
+/// The newest version of `id` the signed metadata lists as published for this host's
+/// platform and version (pre-releases only on the beta channel).
+pub(crate) fn latest_installable<F: Fetch + ?Sized>(
+    state: &mut TrustedState,
+    fetch: &mut F,
+    context: &CheckContext<'_>,
+    id: &PluginId,
+    channel: Channel,
+) -> Result<Option<Version>, VerificationError> {
+    let targets = state.targets_for_plugin(fetch, id, context.now)?;
+    Ok(targets
+        .iter()
+        .filter_map(|target| {
+            let package = target.info().package()?;
+            let version = &target.info().version;
+            let fits = package.state == VersionState::Published
+                && (channel == Channel::Beta || version.pre.is_empty())
+                && package
+                    .platforms
+                    .iter()
+                    .any(|p| *p == Target::Any || *p == context.host.platform)
+                && package.host.allows(&context.host.version);
+            fits.then(|| version.clone())
+        })
+        .max())
+}
+
 /// The signed patch from `base` to `version`, when there is one that produces the package.
 #[expect(
     clippy::too_many_arguments,

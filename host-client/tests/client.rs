@@ -446,3 +446,33 @@ async fn the_cache_keeps_the_current_and_previous_packages_only() {
     kept.sort();
     assert_eq!(kept, vec!["1.1.0", "1.2.0"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_version_is_the_newest_published_one_for_this_host() {
+    let mut store = Store::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    assert_eq!(
+        client.latest_version(&id("acme/hello")).await.unwrap(),
+        None
+    );
+    store.publish("acme/hello", "1.0.0");
+    store.publish("acme/hello", "1.1.0");
+    store.publish_as("acme/hello", "1.2.0", VersionState::Yanked);
+    store.publish_as("acme/hello", "1.3.0", VersionState::Blocked);
+    store.publish("acme/hello", "2.0.0-beta.1");
+    assert_eq!(
+        client.latest_version(&id("acme/hello")).await.unwrap(),
+        Some(v("1.1.0"))
+    );
+    let beta_dir = tempfile::tempdir().unwrap();
+    let beta = store
+        .client_builder(beta_dir.path())
+        .channel(plugstore_client::Channel::Beta)
+        .build()
+        .unwrap();
+    assert_eq!(
+        beta.latest_version(&id("acme/hello")).await.unwrap(),
+        Some(v("2.0.0-beta.1"))
+    );
+}
