@@ -35,8 +35,8 @@ use crate::install::{InstallDir, InstallError, InstalledPlugin, PluginState, is_
 use crate::metadata::{HttpFetch, RestoreError, restore, save};
 use crate::updates::{
     Channel, CheckContext, CheckRequest, CheckResponse, HostApp, HostWire, InstalledWire, Problem,
-    Refusal, UpdateCheck, VerifiedPackage, VerifiedUpdate, check_offers, confirmed_revocations,
-    latest_installable, verified_package,
+    Refusal, Revocation, UpdateCheck, VerifiedPackage, VerifiedUpdate, check_offers,
+    confirmed_revocations, latest_installable, verified_package,
 };
 
 /// Most installed plugins one update check reports (the API's limit).
@@ -450,8 +450,37 @@ impl Client {
             })
             .await?;
         let revocations = revocations?;
+        self.disable_revoked(&revocations).await?;
+        Ok(UpdateCheck {
+            updates,
+            refusals,
+            revocations,
+        })
+    }
+
+    /// Looks every installed plugin up in the signed metadata alone (no API call) and
+    /// disables the versions listed as blocked; returns them. A host can run this when the
+    /// update-check API is unreachable: revocations do not depend on it.
+    pub async fn check_revocations(&self) -> Result<Vec<Revocation>, ClientError> {
+        let installed = self.blocking_list().await?;
+        let inner = self.inner.clone();
+        let revocations = self
+            .with_refreshed(move |state, fetch, now| {
+                let context = CheckContext {
+                    host: &inner.host,
+                    base_url: &inner.base_url,
+                    now,
+                };
+                confirmed_revocations(state, fetch, &context, &[], &installed)
+            })
+            .await??;
+        self.disable_revoked(&revocations).await?;
+        Ok(revocations)
+    }
+
+    async fn disable_revoked(&self, revocations: &[Revocation]) -> Result<(), ClientError> {
         let dir = self.inner.install_dir.clone();
-        let to_disable = revocations.clone();
+        let to_disable = revocations.to_vec();
         blocking(move || {
             let now = UnixTime::now();
             for revocation in &to_disable {
@@ -464,12 +493,7 @@ impl Client {
             }
             Ok(())
         })
-        .await?;
-        Ok(UpdateCheck {
-            updates,
-            refusals,
-            revocations,
-        })
+        .await
     }
 
     async fn post_check(

@@ -476,3 +476,36 @@ async fn the_latest_version_is_the_newest_published_one_for_this_host() {
         Some(v("2.0.0-beta.1"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_are_found_without_the_api() {
+    let mut store = Store::new().await;
+    let published = store.publish("acme/hello", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    client
+        .install(&id("acme/hello"), &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap();
+    store.set_state(&published, VersionState::Blocked);
+    store.served.lock().unwrap().answer = Some((503, serde_json::json!({"title": "down"})));
+    assert!(client.check_updates().await.is_err());
+    let revoked = client.check_revocations().await.unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(client.loadable_path(&id("acme/hello")).unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_saved_metadata_is_an_error_not_a_reset() {
+    let store = Store::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    store.client(dir.path()).check_updates().await.unwrap();
+    let saved = dir.path().join("tuf/timestamp.json");
+    let mut bytes = std::fs::read(&saved).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&saved, bytes).unwrap();
+    let error = store.client_builder(dir.path()).build().unwrap_err();
+    assert!(matches!(error, ClientError::Restore(_)), "{error}");
+    assert!(error.metadata_error().is_some(), "{error}");
+}
