@@ -35,7 +35,7 @@ use crate::install::{InstallDir, InstallError, InstalledPlugin, PluginState, is_
 use crate::metadata::{HttpFetch, RestoreError, restore, save};
 use crate::updates::{
     Channel, CheckContext, CheckRequest, CheckResponse, HostApp, HostWire, InstalledWire, Problem,
-    Refusal, Revocation, UpdateCheck, VerifiedPackage, VerifiedUpdate, check_offers,
+    Refusal, RefusalReason, Revocation, UpdateCheck, VerifiedPackage, VerifiedUpdate, check_offers,
     confirmed_revocations, latest_installable, verified_package,
 };
 
@@ -541,16 +541,54 @@ impl Client {
             .map_err(|error| ClientError::MalformedAnswer(error.to_string()))
     }
 
-    /// Installs a verified update: downloads the package (by patch from the installed
-    /// package when the store signed one, falling back to the full package), checks the
-    /// developer signature, unpacks it and makes it current. `progress(received, total)` is
-    /// called as package bytes arrive. On any error the installed version is untouched.
+    /// Installs a verified update: confirms with freshly refreshed metadata that the version
+    /// is still installable (it may have been blocked since the check), downloads the package
+    /// (by patch from the installed package when the store signed one, falling back to the
+    /// full package), checks the developer signature, unpacks it and makes it current.
+    /// `progress(received, total)` is called as package bytes arrive. On any error the
+    /// installed version is untouched.
     pub async fn install_update(
         &self,
         update: &VerifiedUpdate,
         progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Installed, ClientError> {
-        self.install_verified(&update.package, progress).await
+        let package = &update.package;
+        let fresh = self.verify_now(&package.id, &package.version).await?;
+        if fresh.package.sha256 != package.package.sha256
+            || fresh.package.length != package.package.length
+        {
+            return Err(refused(
+                &package.id,
+                &package.version,
+                RefusalReason::ChangedSinceCheck(package.version.clone()),
+            ));
+        }
+        self.install_verified(package, progress).await
+    }
+
+    /// Looks `version` of `id` up in freshly refreshed metadata, with every install check.
+    async fn verify_now(
+        &self,
+        id: &PluginId,
+        version: &Version,
+    ) -> Result<VerifiedPackage, ClientError> {
+        let inner = self.inner.clone();
+        let installed = self
+            .inner
+            .install_dir
+            .state(id)?
+            .map(|state| state.current.sha256);
+        let (plugin, wanted) = (id.clone(), version.clone());
+        self.with_refreshed(move |state, fetch, now| {
+            let context = CheckContext {
+                host: &inner.host,
+                base_url: &inner.base_url,
+                now,
+            };
+            verified_package(state, fetch, &context, &plugin, &wanted, installed, None)
+        })
+        .await?
+        .map_err(|reason| refused(id, version, reason))
     }
 
     /// Installs `version` of `id` (a first install, or a pinned version): it must be listed
@@ -561,30 +599,7 @@ impl Client {
         version: &Version,
         progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Installed, ClientError> {
-        let inner = self.inner.clone();
-        let installed = self
-            .inner
-            .install_dir
-            .state(id)?
-            .map(|state| state.current.sha256);
-        let (plugin, wanted) = (id.clone(), version.clone());
-        let package = self
-            .with_refreshed(move |state, fetch, now| {
-                let context = CheckContext {
-                    host: &inner.host,
-                    base_url: &inner.base_url,
-                    now,
-                };
-                verified_package(state, fetch, &context, &plugin, &wanted, installed, None)
-            })
-            .await?
-            .map_err(|reason| {
-                ClientError::Refused(Box::new(Refusal {
-                    id: id.to_string(),
-                    version: version.to_string(),
-                    reason,
-                }))
-            })?;
+        let package = self.verify_now(id, version).await?;
         self.install_verified(&package, progress).await
     }
 
@@ -748,6 +763,14 @@ impl Client {
                 .then(|| dir.version_dir(id, &state.current.version))
         }))
     }
+}
+
+fn refused(id: &PluginId, version: &Version, reason: RefusalReason) -> ClientError {
+    ClientError::Refused(Box::new(Refusal {
+        id: id.to_string(),
+        version: version.to_string(),
+        reason,
+    }))
 }
 
 /// Runs file work off the async workers.

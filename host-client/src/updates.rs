@@ -60,8 +60,10 @@ pub struct VerifiedBlob {
     pub sha256: Sha256,
 }
 
-/// A version of a plugin the signed metadata lists as installable on this host.
+/// A version of a plugin the signed metadata lists as installable on this host. Only this
+/// crate makes these (from signed metadata), hence `non_exhaustive`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifiedPackage {
     /// The plugin.
     pub id: PluginId,
@@ -126,6 +128,9 @@ pub enum RefusalReason {
         /// The package's platforms.
         platforms: String,
     },
+    /// The signed target of the version changed between the check and the install.
+    #[error("the signed package of version {0} changed since the update check")]
+    ChangedSinceCheck(Version),
     /// The package does not work with this host version.
     #[error("the package needs host {required}, this is {host}")]
     IncompatibleHost {

@@ -298,6 +298,25 @@ async fn a_version_signed_by_a_revoked_certificate_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_blocked_after_the_check_is_not_installed() {
+    let (mut store, client, _dir, old, before) = installed().await;
+    let new = store.publish("acme/hello", "1.2.0");
+    store.answer(vec![store.offer(&old, &new, None)], vec![]);
+    let check = client.check_updates().await.unwrap();
+    assert_eq!(check.updates.len(), 1);
+    store.set_state(&new, VersionState::Blocked);
+    let error = client
+        .install_update(&check.updates[0], |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Refused(refusal) if matches!(refusal.reason, RefusalReason::Blocked(_))),
+        "{error}"
+    );
+    assert_untouched(&client, &before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_developer_signature_is_refused() {
     let (mut store, client, _dir, old, before) = installed().await;
     let bytes = package_bytes("acme/hello", "1.2.0");
