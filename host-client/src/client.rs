@@ -332,6 +332,7 @@ impl ClientBuilder {
                 channel: self.channel,
                 install_id,
                 install_dir,
+                install_lock: Mutex::new(()),
             }),
             state: Arc::new(Mutex::new(state)),
         })
@@ -359,6 +360,9 @@ struct Inner {
     channel: Channel,
     install_id: String,
     install_dir: InstallDir,
+    /// Installs run one at a time: each prunes the package cache, which must not remove a
+    /// package another install has downloaded but not yet unpacked.
+    install_lock: Mutex<()>,
 }
 
 /// A store client for one host application and install directory. Cheap to clone; clones
@@ -627,6 +631,7 @@ impl Client {
         progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Installed, ClientError> {
         let inner = &self.inner;
+        let _one_at_a_time = inner.install_lock.lock().await;
         let dir = &inner.install_dir;
         let dest = dir.cached(&package.package.sha256);
         let installed = dir.state(&package.id)?;

@@ -509,3 +509,20 @@ async fn corrupted_saved_metadata_is_an_error_not_a_reset() {
     assert!(matches!(error, ClientError::Restore(_)), "{error}");
     assert!(error.metadata_error().is_some(), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_installs_do_not_prune_each_others_packages() {
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    store.publish("acme/world", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    let (hello, world, version) = (id("acme/hello"), id("acme/world"), v("1.0.0"));
+    let (first, second) = tokio::join!(
+        client.install(&hello, &version, |_, _| {}),
+        client.install(&world, &version, |_, _| {}),
+    );
+    first.unwrap();
+    second.unwrap();
+    assert_eq!(client.list().await.unwrap().len(), 2);
+}
