@@ -39,7 +39,8 @@ use crate::updates::{
     confirmed_revocations, latest_installable, verified_package,
 };
 
-/// Most installed plugins one update check reports (the API's limit).
+/// Most installed plugins one update-check request reports (the API's limit); more are
+/// sent in several requests.
 pub const MAX_INSTALLED_PER_CHECK: usize = 1000;
 
 /// Largest update-check answer read (about 1000 offers with patches).
@@ -437,7 +438,17 @@ impl Client {
     /// (their `state.json` records why) and reported as revocations.
     pub async fn check_updates(&self) -> Result<UpdateCheck, ClientError> {
         let installed = self.blocking_list().await?;
-        let answer = self.post_check(&installed).await?;
+        // The API takes at most MAX_INSTALLED_PER_CHECK plugins per request.
+        let mut answer = CheckResponse::default();
+        let mut batches = installed.chunks(MAX_INSTALLED_PER_CHECK).peekable();
+        if batches.peek().is_none() {
+            answer = self.post_check(&[]).await?;
+        }
+        for batch in batches {
+            let part = self.post_check(batch).await?;
+            answer.updates.extend(part.updates);
+            answer.revocations.extend(part.revocations);
+        }
         let inner = self.inner.clone();
         let (updates, refusals, revocations) = self
             .with_refreshed(move |state, fetch, now| {
@@ -515,7 +526,6 @@ impl Client {
             install_id: &inner.install_id,
             installed: installed
                 .iter()
-                .take(MAX_INSTALLED_PER_CHECK)
                 .map(|plugin| InstalledWire {
                     id: plugin.id.to_string(),
                     version: plugin.state.current.version.to_string(),

@@ -206,7 +206,7 @@ pub(crate) struct InstalledWire {
 }
 
 /// The answer, with each offer kept raw so one malformed offer is refused alone.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 pub(crate) struct CheckResponse {
     #[serde(default)]
     pub(crate) updates: Vec<serde_json::Value>,

@@ -526,3 +526,24 @@ async fn concurrent_installs_do_not_prune_each_others_packages() {
     second.unwrap();
     assert_eq!(client.list().await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_thousand_installed_plugins_are_checked_in_batches() {
+    let store = Store::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    let state = serde_json::json!({"current": {"version": "1.0.0",
+        "sha256": "ab".repeat(32), "installed_at": 0}, "previous": null, "disabled": null});
+    for index in 0..1001 {
+        let plugin = dir.path().join(format!("plugins/acme/plugin-{index}"));
+        std::fs::create_dir_all(&plugin).unwrap();
+        std::fs::write(plugin.join("state.json"), state.to_string()).unwrap();
+    }
+    client.check_updates().await.unwrap();
+    let checks = store.served.lock().unwrap().checks.clone();
+    let sizes: Vec<usize> = checks
+        .iter()
+        .map(|check| check["installed"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, vec![1000, 1]);
+}
