@@ -454,6 +454,7 @@ impl Client {
             .with_refreshed(move |state, fetch, now| {
                 let context = CheckContext {
                     host: &inner.host,
+                    channel: inner.channel,
                     base_url: &inner.base_url,
                     now,
                 };
@@ -483,6 +484,7 @@ impl Client {
             .with_refreshed(move |state, fetch, now| {
                 let context = CheckContext {
                     host: &inner.host,
+                    channel: inner.channel,
                     base_url: &inner.base_url,
                     now,
                 };
@@ -596,6 +598,7 @@ impl Client {
         self.with_refreshed(move |state, fetch, now| {
             let context = CheckContext {
                 host: &inner.host,
+                channel: inner.channel,
                 base_url: &inner.base_url,
                 now,
             };
@@ -627,10 +630,11 @@ impl Client {
             .with_refreshed(move |state, fetch, now| {
                 let context = CheckContext {
                     host: &inner.host,
+                    channel: inner.channel,
                     base_url: &inner.base_url,
                     now,
                 };
-                latest_installable(state, fetch, &context, &plugin, inner.channel)
+                latest_installable(state, fetch, &context, &plugin)
             })
             .await??)
     }

@@ -128,6 +128,9 @@ pub enum RefusalReason {
         /// The package's platforms.
         platforms: String,
     },
+    /// A pre-release offered to a host on the stable channel.
+    #[error("version {0} is a pre-release and this host follows the stable channel")]
+    PreRelease(Version),
     /// The signed target of the version changed between the check and the install.
     #[error("the signed package of version {0} changed since the update check")]
     ChangedSinceCheck(Version),
@@ -258,6 +261,7 @@ pub(crate) struct Problem {
 /// What the checks need besides the metadata.
 pub(crate) struct CheckContext<'a> {
     pub(crate) host: &'a HostApp,
+    pub(crate) channel: Channel,
     /// `{base_url}` without a trailing `/`.
     pub(crate) base_url: &'a str,
     pub(crate) now: UnixTime,
@@ -367,7 +371,6 @@ pub(crate) fn latest_installable<F: Fetch + ?Sized>(
     fetch: &mut F,
     context: &CheckContext<'_>,
     id: &PluginId,
-    channel: Channel,
 ) -> Result<Option<Version>, VerificationError> {
     let targets = state.targets_for_plugin(fetch, id, context.now)?;
     Ok(targets
@@ -376,7 +379,7 @@ pub(crate) fn latest_installable<F: Fetch + ?Sized>(
             let package = target.info().package()?;
             let version = &target.info().version;
             let fits = package.state == VersionState::Published
-                && (channel == Channel::Beta || version.pre.is_empty())
+                && (context.channel == Channel::Beta || version.pre.is_empty())
                 && package
                     .platforms
                     .iter()
@@ -483,6 +486,9 @@ fn check_offer<F: Fetch + ?Sized>(
             offered: format!("{id} {version}"),
             target: offer.package.target.clone(),
         });
+    }
+    if context.channel == Channel::Stable && !version.pre.is_empty() {
+        return Err(RefusalReason::PreRelease(version));
     }
     let installed_version = current.state.current.version.clone();
     if version <= installed_version {

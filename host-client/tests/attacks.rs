@@ -431,6 +431,37 @@ async fn another_trusted_ca_cannot_bind_a_publisher_by_uri() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_blob_replaced_in_transit_is_refused() {
+    let (mut store, client, _dir, old, before) = installed().await;
+    let new = store.publish("acme/hello", "1.2.0");
+    let plugstore_tuf::custom::TargetDetail::Package(package) = &new.entry.custom.detail else {
+        unreachable!()
+    };
+    // Same length, one character of the base64 changed.
+    let mut tampered = store.acme.cert_pem.clone();
+    let at = tampered.len() / 2;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    store.trick(package.developer.chain.sha256, Trick::Replace(tampered));
+    store.answer(vec![store.offer(&old, &new, None)], vec![]);
+    let error = update(&client).await.unwrap_err();
+    assert!(
+        matches!(error, ClientError::Download(DownloadError::HashMismatch)),
+        "{error}"
+    );
+    assert_untouched(&client, &before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_release_offered_to_a_stable_host_is_refused() {
+    let (mut store, client, _dir, old, before) = installed().await;
+    let new = store.publish("acme/hello", "2.0.0-beta.1");
+    store.answer(vec![store.offer(&old, &new, None)], vec![]);
+    let reason = refused(&client).await;
+    assert!(matches!(reason, RefusalReason::PreRelease(_)), "{reason}");
+    assert_untouched(&client, &before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_that_is_not_the_signed_leaf_is_refused() {
     let (mut store, client, _dir, old, before) = installed().await;
     let bytes = package_bytes("acme/hello", "1.2.0");
