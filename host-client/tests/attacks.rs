@@ -631,6 +631,35 @@ async fn endless_metadata_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_metadata_retrieval_is_given_up_on() {
+    let (mut store, _client, dir, old, before) = installed().await;
+    let new = store.publish("acme/hello", "1.2.0");
+    store.answer(vec![store.offer(&old, &new, None)], vec![]);
+    store
+        .served
+        .lock()
+        .unwrap()
+        .trickled_metadata
+        .push("timestamp.json".to_owned());
+    let client = store
+        .client_builder(dir.path())
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let error = client.check_updates().await.unwrap_err();
+    assert!(
+        matches!(
+            error.metadata_error(),
+            Some(VerificationError::Fetch { file, .. }) if file == "timestamp.json"
+        ),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_untouched(&client, &before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_compromised_root_key_below_the_threshold_cannot_rotate_the_root() {
     let mut store = Store::with_root_keys(2, Duration::from_secs(60)).await;
     let old = store.publish("acme/hello", "1.0.0");

@@ -69,6 +69,8 @@ pub struct Served {
     pub answer: Option<(u16, Value)>,
     /// Update-check request bodies.
     pub checks: Vec<Value>,
+    /// Metadata files served one byte, then nothing for a long time.
+    pub trickled_metadata: Vec<String>,
     /// `METHOD path [range]` of every request.
     pub log: Vec<String>,
 }
@@ -207,7 +209,15 @@ async fn handle(mut socket: tokio::net::TcpStream, served: Arc<Mutex<Served>>) {
         return;
     }
     if let Some(name) = request.path.strip_prefix("/tuf/") {
-        let file = served.lock().unwrap().metadata.get(name).cloned();
+        let (file, trickle) = {
+            let served = served.lock().unwrap();
+            let trickle = served.trickled_metadata.iter().any(|t| t == name);
+            (served.metadata.get(name).cloned(), trickle)
+        };
+        if let (Some(bytes), true) = (&file, trickle) {
+            serve_blob(&mut socket, bytes.clone(), Some(Trick::Trickle), None).await;
+            return;
+        }
         match file {
             Some(bytes) => respond(&mut socket, 200, "application/json", &bytes).await,
             None => respond(&mut socket, 404, "text/plain", b"not found").await,
