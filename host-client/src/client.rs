@@ -319,7 +319,10 @@ impl ClientBuilder {
 
         install_dir.create()?;
         let install_id = install_dir.install_id(self.install_id.as_deref())?;
-        let state = restore(&install_dir.tuf_dir(), &pinned_root)?;
+        let state = {
+            let _locked = install_dir.lock()?;
+            restore(&install_dir.tuf_dir(), &pinned_root)?
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 base_url,
@@ -361,7 +364,8 @@ struct Inner {
     channel: Channel,
     install_id: String,
     install_dir: InstallDir,
-    /// Installs run one at a time: each prunes the package cache, which must not remove a
+    /// Installs in this process run one at a time (they also hold the directory's lock file,
+    /// against other processes): each prunes the package cache, which must not remove a
     /// package another install has downloaded but not yet unpacked.
     install_lock: Mutex<()>,
 }
@@ -416,14 +420,17 @@ impl Client {
             handle: Handle::current(),
             timeout: self.inner.request_timeout,
         };
-        let tuf_dir = self.inner.install_dir.tuf_dir();
+        let install_dir = self.inner.install_dir.clone();
         let (state, result) = tokio::task::spawn_blocking(move || {
             let now = UnixTime::now();
             state.refresh(&mut fetch, now)?;
+            let tuf_dir = install_dir.tuf_dir();
+            let locked = install_dir.lock()?;
             save(&tuf_dir, &state).map_err(|source| InstallError::Io {
                 path: tuf_dir.clone(),
                 source,
             })?;
+            drop(locked);
             let result = work(&mut state, &mut fetch, now);
             Ok::<_, ClientError>((state, result))
         })
@@ -645,7 +652,11 @@ impl Client {
         progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Installed, ClientError> {
         let inner = &self.inner;
+        // One install at a time in this process (without tying up a blocking thread), then
+        // across processes: the cache and the state are shared.
         let _one_at_a_time = inner.install_lock.lock().await;
+        let locking = inner.install_dir.clone();
+        let locked = blocking(move || Ok(locking.lock()?)).await?;
         let dir = &inner.install_dir;
         let dest = dir.cached(&package.package.sha256);
         let installed = dir.state(&package.id)?;
@@ -701,11 +712,12 @@ impl Client {
             package.package.sha256,
         );
         let path = blocking(move || {
-            let path = install_dir.install(&id, &version, sha256, &dest, UnixTime::now())?;
-            install_dir.prune_cache()?;
+            let path = install_dir.install_locked(&id, &version, sha256, &dest, UnixTime::now())?;
+            install_dir.prune_cache_locked()?;
             Ok(path)
         })
         .await?;
+        drop(locked);
         Ok(Installed {
             id: package.id.clone(),
             version: package.version.clone(),

@@ -241,6 +241,24 @@ impl InstallDir {
         Ok(())
     }
 
+    /// Takes the install directory's lock file (`{dir}/lock`), blocking until no other
+    /// holder (process, or another open of the file) has it; released when the returned file
+    /// is dropped. Every change to plugin state, the cache and the saved metadata happens
+    /// under it (a whole install, downloads included), so two processes sharing a directory
+    /// never lose each other's `state.json` updates or remove each other's downloads. Not
+    /// re-entrant: do not call the locking methods of this type while holding it.
+    pub fn lock(&self) -> Result<fs::File, InstallError> {
+        let path = self.root.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        file.lock().map_err(io_at(&path))?;
+        Ok(file)
+    }
+
     /// The saved install id, or `given` (saved for next time), or a new random one (saved).
     pub fn install_id(&self, given: Option<&str>) -> Result<String, InstallError> {
         let path = self.root.join(INSTALL_ID_FILE);
@@ -298,6 +316,19 @@ impl InstallDir {
     /// `sha256` is the package's verified digest: the unpacked manifest must name `id` and
     /// `version`, and the bytes read must hash to `sha256`.
     pub fn install(
+        &self,
+        id: &PluginId,
+        version: &Version,
+        sha256: Sha256,
+        package: &Path,
+        now: UnixTime,
+    ) -> Result<PathBuf, InstallError> {
+        let _locked = self.lock()?;
+        self.install_locked(id, version, sha256, package, now)
+    }
+
+    /// [`InstallDir::install`] for a caller that holds [`InstallDir::lock`].
+    pub(crate) fn install_locked(
         &self,
         id: &PluginId,
         version: &Version,
@@ -366,6 +397,12 @@ impl InstallDir {
     /// installed plugin (certificate chains go too; they are small and fetched again when
     /// needed). Files being downloaded (`.partial`, `.patch`) are left alone. Best effort.
     pub fn prune_cache(&self) -> Result<(), InstallError> {
+        let _locked = self.lock()?;
+        self.prune_cache_locked()
+    }
+
+    /// [`InstallDir::prune_cache`] for a caller that holds [`InstallDir::lock`].
+    pub(crate) fn prune_cache_locked(&self) -> Result<(), InstallError> {
         let keep: Vec<String> = self
             .list()?
             .iter()
@@ -393,6 +430,7 @@ impl InstallDir {
 
     /// Makes the previous version current again (and the current one previous).
     pub fn rollback(&self, id: &PluginId) -> Result<PluginState, InstallError> {
+        let _locked = self.lock()?;
         let state = self
             .state(id)?
             .ok_or_else(|| InstallError::NotInstalled(id.clone()))?;
@@ -420,6 +458,7 @@ impl InstallDir {
         reason: &str,
         now: UnixTime,
     ) -> Result<Option<PluginState>, InstallError> {
+        let _locked = self.lock()?;
         let Some(mut state) = self.state(id)? else {
             return Ok(None);
         };

@@ -547,3 +547,22 @@ async fn more_than_a_thousand_installed_plugins_are_checked_in_batches() {
         .collect();
     assert_eq!(sizes, vec![1000, 1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_on_one_directory_keep_each_others_changes() {
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    store.publish("acme/world", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let first = store.client(dir.path());
+    let second = store.client(dir.path());
+    let (hello, world, version) = (id("acme/hello"), id("acme/world"), v("1.0.0"));
+    let (a, b) = tokio::join!(
+        first.install(&hello, &version, |_, _| {}),
+        second.install(&world, &version, |_, _| {}),
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(first.list().await.unwrap().len(), 2);
+    assert!(dir.path().join("lock").is_file());
+}
