@@ -49,6 +49,23 @@ pub async fn fetch_package(
     dest: &Path,
     policy: &DownloadPolicy,
 ) -> Result<Fetched, DownloadError> {
+    fetch_package_with_progress(http, full_url, full, patch, dest, policy, |_, _| {}).await
+}
+
+/// [`fetch_package`], calling `progress(received, total)` as the full package's bytes arrive
+/// (a patch is small; its progress is not reported).
+///
+/// # Errors
+/// Only the full download's errors: a failing patch is a fallback, not an error.
+pub async fn fetch_package_with_progress(
+    http: &reqwest::Client,
+    full_url: &str,
+    full: ExpectedTarget,
+    patch: Option<PatchSource<'_>>,
+    dest: &Path,
+    policy: &DownloadPolicy,
+    progress: impl FnMut(u64, u64),
+) -> Result<Fetched, DownloadError> {
     let patch_error = match patch {
         Some(patch) => match apply_from(http, &patch, full, dest, policy).await {
             Ok(()) => return Ok(Fetched::Patched),
@@ -56,7 +73,7 @@ pub async fn fetch_package(
         },
         None => None,
     };
-    download(http, full_url, full, dest, policy, |_, _| {}).await?;
+    download(http, full_url, full, dest, policy, progress).await?;
     Ok(Fetched::Full { patch_error })
 }
 

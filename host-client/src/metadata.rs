@@ -1,0 +1,191 @@
+//! TUF metadata over HTTP, and the verified metadata kept in the install directory.
+//!
+//! `plugstore-tuf`'s client is synchronous: it asks a [`Fetch`] for one file at a time, in
+//! the order its checks need them. [`HttpFetch`] answers from the store with the async HTTP
+//! client, blocking on the runtime's handle, so it must be used from a blocking thread
+//! (`tokio::task::spawn_blocking`), never from an async task.
+//!
+//! After every successful refresh the verified root chain, timestamp, snapshot and top-level
+//! targets are written to `{install_dir}/tuf/` ([`save`]), and [`restore`] reads them back at
+//! start, so a restarted host still refuses metadata older than what it has seen (rollback)
+//! and root rotations it followed stay followed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use plugstore_tuf::client::{Fetch, FetchError, TrustedState};
+use plugstore_tuf::error::VerificationError;
+use plugstore_tuf::root::VerifiedRoot;
+use reqwest::StatusCode;
+use tokio::runtime::Handle;
+
+use crate::install::write_atomically;
+
+/// Most root versions followed when reading the saved chain back (as in the TUF client).
+const MAX_SAVED_ROOTS: u64 = 1024;
+
+/// Fetches metadata files from `{metadata_base}{name}` over HTTP.
+#[derive(Debug)]
+pub(crate) struct HttpFetch {
+    pub(crate) http: reqwest::Client,
+    /// Ends with `/`.
+    pub(crate) metadata_base: String,
+    pub(crate) handle: Handle,
+    /// Longest a whole metadata request may take (slow retrieval of metadata).
+    pub(crate) timeout: Duration,
+}
+
+impl Fetch for HttpFetch {
+    fn fetch(&mut self, name: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+        let url = format!("{}{name}", self.metadata_base);
+        self.handle
+            .block_on(fetch_capped(&self.http, &url, max_len, self.timeout))
+    }
+}
+
+fn failed(error: impl std::error::Error + Send + Sync + 'static) -> FetchError {
+    FetchError::Failed(Box::new(error))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
+
+/// GETs `url`, reading at most `max_len + 1` bytes: one byte over the cap is enough for the
+/// TUF client to refuse the file as too large (endless data) without reading the rest.
+async fn fetch_capped(
+    http: &reqwest::Client,
+    url: &str,
+    max_len: u64,
+    timeout: Duration,
+) -> Result<Vec<u8>, FetchError> {
+    let response = http
+        .get(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(failed)?;
+    match response.status() {
+        StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE => {
+            return Err(FetchError::NotFound);
+        }
+        status if !status.is_success() => {
+            return Err(failed(Message(format!("{url}: HTTP {status}"))));
+        }
+        _ => {}
+    }
+    let cap = usize::try_from(max_len.saturating_add(1)).unwrap_or(usize::MAX);
+    let mut bytes = Vec::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(failed)?;
+        let room = cap - bytes.len();
+        if chunk.len() >= room {
+            bytes.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Serves the saved files of `{install_dir}/tuf/` to [`TrustedState::restore`].
+struct SavedFiles<'a> {
+    dir: &'a Path,
+}
+
+impl Fetch for SavedFiles<'_> {
+    fn fetch(&mut self, name: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+        read_saved(self.dir, name, max_len)
+    }
+}
+
+fn read_saved(dir: &Path, name: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+    let path = dir.join(name);
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.len() > max_len => {
+            return Err(failed(Message(format!(
+                "{} is larger than {max_len} bytes",
+                path.display()
+            ))));
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(FetchError::NotFound),
+        Err(error) => return Err(failed(error)),
+    }
+    std::fs::read(&path).map_err(failed)
+}
+
+/// Why the saved metadata could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The pinned root, a saved root or a saved role failed verification.
+    #[error("saved TUF metadata in {dir}: {source}")]
+    Verification {
+        /// The directory of the saved files.
+        dir: PathBuf,
+        /// What failed.
+        source: Box<VerificationError>,
+    },
+    /// A saved root could not be read.
+    #[error("reading saved TUF metadata in {dir}: {source}")]
+    Io {
+        /// The directory of the saved files.
+        dir: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+}
+
+/// Starts from the pinned root, follows the saved root chain (each saved root verified as
+/// the successor of the one before, exactly as when it was fetched), then restores the saved
+/// timestamp, snapshot and targets on top of the newest root.
+pub(crate) fn restore(dir: &Path, pinned_root: &[u8]) -> Result<TrustedState, RestoreError> {
+    let verification = |source| RestoreError::Verification {
+        dir: dir.to_owned(),
+        source: Box::new(source),
+    };
+    let mut root = VerifiedRoot::from_pinned(pinned_root).map_err(verification)?;
+    for _ in 0..MAX_SAVED_ROOTS {
+        let name = format!("{}.root.json", root.version() + 1);
+        match read_saved(dir, &name, plugstore_tuf::client::MAX_ROOT_BYTES) {
+            Ok(bytes) => root = root.verify_successor(&bytes).map_err(verification)?,
+            Err(FetchError::NotFound) => break,
+            Err(FetchError::Failed(source)) => {
+                return Err(RestoreError::Io {
+                    dir: dir.to_owned(),
+                    source: io::Error::other(source),
+                });
+            }
+        }
+    }
+    TrustedState::restore(root.bytes(), &mut SavedFiles { dir }).map_err(verification)
+}
+
+/// Writes the state's verified files to `dir` (each atomically) and removes saved
+/// timestamp, snapshot and targets files it no longer names. Roots are all kept: they are
+/// the chain [`restore`] follows from the pinned root.
+pub(crate) fn save(dir: &Path, state: &TrustedState) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let files = state.saved_files();
+    for (name, bytes) in &files {
+        let path = dir.join(name);
+        let unchanged = std::fs::read(&path).is_ok_and(|saved| saved == *bytes);
+        if !unchanged {
+            write_atomically(&path, bytes)?;
+        }
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale = (name.ends_with(".snapshot.json") || name.ends_with(".targets.json"))
+            && !files.iter().any(|(kept, _)| kept == name);
+        if stale {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
