@@ -10,10 +10,12 @@ use tokio::sync::Semaphore;
 use crate::auth::jwt::KeyRing;
 use crate::blobs::{self, BlobStore};
 use crate::ca::StoreCa;
+use crate::catalogue::Catalogue;
 use crate::config::{BlobBackend, Settings};
 use crate::db::Database;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
+use crate::release_metadata::ReleaseKeys;
 use crate::signing::SigningTrust;
 
 /// Shared state; cheap to clone.
@@ -42,6 +44,10 @@ pub struct App {
     pub metrics: Metrics,
     /// Bounds concurrent blob downloads so a burst cannot exhaust file handles or memory.
     pub download_permits: Arc<Semaphore>,
+    /// The update check's cache of plugins, kept current by the change feed.
+    pub catalogue: Arc<Catalogue>,
+    /// The TUF root chain and online keys the release metadata is signed with.
+    pub release_keys: ReleaseKeys,
 }
 
 impl Deref for AppState {
@@ -88,6 +94,14 @@ impl AppState {
         let trust = SigningTrust::new(&ca, &settings.signing)?;
         let worker_token_hash = crate::secrets::sha256_hex(&worker_token(&settings)?);
         let limits = RateLimits::new(&settings.rate_limits);
+        let default_keys_dir = settings.data_dir.join("keys/tuf");
+        let keys_dir = if settings.tuf.keys_dir.is_empty() {
+            default_keys_dir.clone()
+        } else {
+            std::path::PathBuf::from(&settings.tuf.keys_dir)
+        };
+        let release_keys =
+            crate::release_metadata::load_keys(&keys_dir, keys_dir == default_keys_dir)?;
         let metrics = Metrics::new();
         let download_permits = Arc::new(Semaphore::new(
             settings.http.max_concurrent_downloads.max(1),
@@ -103,7 +117,20 @@ impl AppState {
             limits,
             metrics,
             download_permits,
+            catalogue: Arc::new(Catalogue::default()),
+            release_keys,
         })))
+    }
+
+    /// Where hosts download immutable files from: the CDN when one is configured, this service
+    /// otherwise. Without a trailing slash.
+    pub fn download_base(&self) -> &str {
+        let cdn = self.settings.blobs.cdn_base_url.trim_end_matches('/');
+        if cdn.is_empty() {
+            &self.settings.http.public_url
+        } else {
+            cdn
+        }
     }
 
     /// Limits for reading uploaded packages: the format's defaults (entries, unpacked size,

@@ -42,6 +42,22 @@ pub struct Settings {
     pub scan: ScanSettings,
     /// Delta patches between versions, made in the background.
     pub deltas: DeltaSettings,
+    /// Signed release metadata (TUF) for host applications.
+    pub tuf: TufSettings,
+}
+
+/// Signed release metadata settings (see [`crate::release_metadata`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TufSettings {
+    /// The TUF keys directory (online keys and every root; docs/src/operator/keys.md). Empty:
+    /// `<data_dir>/keys/tuf`, created on first start with its root key beside the online keys,
+    /// which suits a one-command store but not production.
+    pub keys_dir: String,
+    /// Sign metadata on this replica (replicas take turns through a database lease).
+    pub enabled: bool,
+    /// Seconds between looks for changes to sign when no notification arrives.
+    pub interval_secs: u64,
 }
 
 /// Delta patch settings (see [`crate::deltas`]).
@@ -330,6 +346,11 @@ impl Default for Settings {
                 max_input_bytes: 128 << 20,
                 interval_secs: 30,
             },
+            tuf: TufSettings {
+                keys_dir: String::new(),
+                enabled: true,
+                interval_secs: 2,
+            },
         }
     }
 }
@@ -573,6 +594,11 @@ impl Settings {
             "auth.jwt_keys_dir",
             &mut self.auth.jwt_keys_dir,
             data.join("keys/jwt").display().to_string(),
+        );
+        derive(
+            "tuf.keys_dir",
+            &mut self.tuf.keys_dir,
+            data.join("keys/tuf").display().to_string(),
         );
         let scheme = if self.tls_enabled() { "https" } else { "http" };
         let public = format!("{scheme}://{}", self.http.bind);

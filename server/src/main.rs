@@ -57,6 +57,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// TUF signing keys: generate, rotate, sign and install a new root
+    /// (`plugstore-server keys --help`).
+    #[command(disable_help_flag = true)]
+    Keys {
+        /// The key commands' arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +130,10 @@ fn init_logging(settings: &Settings) {
 /// starts its analysis children with them).
 const SCANNER_INVOCATION: &str = "scanner";
 
+/// TUF key management, which the `plugstore-tuf` crate's command line does (it runs on the
+/// offline machines of root key holders too).
+const KEYS_INVOCATION: &str = "keys";
+
 fn main() -> anyhow::Result<ExitCode> {
     // The scanner has its own command line and runtime; it takes over before this one parses
     // anything, so that its arguments are its own.
@@ -137,6 +149,13 @@ fn main() -> anyhow::Result<ExitCode> {
             scanner_args,
             vec![SCANNER_INVOCATION.into()],
         ));
+    }
+    if rest
+        .next_if(|first| first == OsStr::new(KEYS_INVOCATION))
+        .is_some()
+    {
+        let keys_args = std::iter::once(OsString::from("plugstore-server keys")).chain(rest);
+        return Ok(plugstore_tuf::cli::main(keys_args));
     }
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
@@ -216,6 +235,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Scanner { .. } => bail!(
             "`scanner` takes no server options: run `plugstore-server scanner ARGS` with `scanner` first"
+        ),
+        Command::Keys { .. } => bail!(
+            "`keys` takes no server options: run `plugstore-server keys ARGS` with `keys` first"
         ),
     }
 }

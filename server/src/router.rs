@@ -13,8 +13,8 @@ use utoipa_scalar::{Scalar, Servable};
 
 use crate::app::AppState;
 use crate::controllers::{
-    admin, auth, blobs, certificates, ops, plugins, publishers, reports, review, scan_jobs, tokens,
-    versions,
+    admin, auth, blobs, certificates, ops, plugins, publishers, release_metadata, reports, review,
+    scan_jobs, tokens, updates, versions,
 };
 use crate::http;
 
@@ -29,6 +29,7 @@ use crate::http;
         (name = "certificates", description = "The store's CA and code-signing certificates"),
         (name = "plugins", description = "Plugins and versions"),
         (name = "blobs", description = "Content-addressed downloads"),
+        (name = "updates", description = "Update checks and staged rollouts for host applications"),
         (name = "review", description = "Moderation: review queue, blocks, abuse reports (reviewer role)"),
         (name = "admin", description = "Store administration"),
         (name = "operations", description = "Health, readiness, metrics"),
@@ -97,6 +98,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(plugins::get_scan_report))
         .routes(routes!(versions::yank_version))
         .routes(routes!(versions::unyank_version))
+        .routes(routes!(versions::set_rollout))
+        // Host applications
+        .routes(routes!(updates::check_updates))
         .routes(routes!(reports::report_abuse))
         // Moderation (reviewer role)
         .routes(routes!(review::review_queue))
@@ -125,6 +129,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
 fn raw_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(blobs::get_blob))
+        .routes(routes!(release_metadata::get_release_metadata))
         .routes(routes!(certificates::ca_certificate))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

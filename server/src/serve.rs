@@ -25,6 +25,12 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
     app.spawn_key_reloader();
     spawn_rate_limit_gc(&app);
     crate::deltas::spawn(&app);
+    crate::release_metadata::spawn(&app);
+    crate::catalogue::spawn(
+        app.catalogue.clone(),
+        app.db.clone(),
+        app.settings.database.url.clone(),
+    );
     let addr = listener.local_addr()?;
     let settings = app.settings.clone();
     let service = router::build(app).into_make_service_with_connect_info::<SocketAddr>();

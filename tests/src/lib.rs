@@ -444,3 +444,47 @@ pub fn mode(path: &Path) -> u32 {
         .mode()
         & 0o777
 }
+
+/// Creates a reviewer with the operator command, in the running store's data directory, and
+/// signs them in; returns their access token.
+pub fn reviewer_token(bins: &Binaries, store: &Store, password: &str) -> String {
+    let mut command = Command::new(&bins.server);
+    without_plugstore_env(&mut command);
+    let mut child = command
+        .current_dir(store.dir())
+        .args([
+            "admin",
+            "create-user",
+            "--username",
+            "rita",
+            "--email",
+            "rita@example.org",
+            "--role",
+            "reviewer",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{password}\n").as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let login: serde_json::Value = store
+        .http()
+        .post(format!("{}/api/v1/auth/login", store.url))
+        .json(&serde_json::json!({"username": "rita", "password": password}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    login["access_token"].as_str().unwrap().to_owned()
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use plugstore_e2e::{Binaries, Cli, Store, binaries, without_plugstore_env};
+use plugstore_e2e::{Binaries, Cli, Store, binaries, reviewer_token, without_plugstore_env};
 
 const PASSWORD: &str = "correct horse battery staple";
 const WORKER_TOKEN: &str = "e2e-worker-token-6c1f0e2b9a7d4c3e";
@@ -368,50 +368,6 @@ fn the_server_runs_its_own_worker() {
     assert_eq!(verdict["state"], "published", "{verdict}");
 }
 
-/// Creates a reviewer with the operator command, in the running store's data directory, and
-/// signs them in; returns their access token.
-fn reviewer_token(bins: &Binaries, store: &Store) -> String {
-    let mut command = Command::new(&bins.server);
-    without_plugstore_env(&mut command);
-    let mut child = command
-        .current_dir(store.dir())
-        .args([
-            "admin",
-            "create-user",
-            "--username",
-            "rita",
-            "--email",
-            "rita@example.org",
-            "--role",
-            "reviewer",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        format!("{PASSWORD}\n").as_bytes(),
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let login: serde_json::Value = store
-        .http()
-        .post(format!("{}/api/v1/auth/login", store.url))
-        .json(&serde_json::json!({"username": "rita", "password": PASSWORD}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    login["access_token"].as_str().unwrap().to_owned()
-}
-
 /// The three paths with the real binaries: clean → published by itself; risky →
 /// waits for review → a reviewer approves; the EICAR test string in a shipped file → rejected.
 #[test]
@@ -458,7 +414,7 @@ fn clean_publishes_risky_is_approved_and_eicar_is_rejected() {
     assert!(report.contains("yara.eicar_test_file"), "{report}");
 
     assert_eq!(version(&alice, "acme/risky")["state"], "pending_review");
-    let rita = reviewer_token(&bins, &store);
+    let rita = reviewer_token(&bins, &store, PASSWORD);
     let approved = store
         .http()
         .post(format!(

@@ -37,7 +37,7 @@ const USER_COLUMNS: &str = "id, username, email, role, created_at, disabled_at";
 
 /// Lists users.
 #[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", security(("bearer" = [])), params(PageQuery),
-    responses((status = 200, body = Page<UserView>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = UserPage), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list_users(
     State(app): State<AppState>,
     caller: Caller,
@@ -187,7 +187,7 @@ pub struct AuditEntry {
 
 /// The audit log, newest first. It is append-only: no endpoint changes or removes entries.
 #[utoipa::path(get, path = "/api/v1/admin/audit-log", tag = "admin", security(("bearer" = [])), params(AuditLogQuery),
-    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = AuditLogPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
 pub async fn list_audit_log(
     State(app): State<AppState>,
     caller: Caller,
@@ -232,3 +232,7 @@ pub async fn list_audit_log(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(page.finish(entries, |e| e.id)))
 }
+
+page_schema!(UserPage, UserView);
+
+page_schema!(AuditLogPage, AuditEntry);

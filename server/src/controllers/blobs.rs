@@ -68,7 +68,7 @@ fn etag_of(digest: &BlobDigest) -> String {
     format!("\"sha256:{}\"", digest.to_hex())
 }
 
-fn if_none_match_hits(headers: &HeaderMap, etag: &str) -> bool {
+pub fn if_none_match_hits(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

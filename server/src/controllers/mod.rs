@@ -1,6 +1,25 @@
 //! Request handlers, grouped by what they act on, and the pieces they share: path extractors
 //! and cursor pagination.
 
+/// Declares `$name`, the OpenAPI schema of a [`Page`] of `$item`s.
+///
+/// Handlers return `Page<T>`; the document names each page type. utoipa's generated code for
+/// a generic body (`Page<UserView>`) calls `.as_ref()` on a `Cow<str>`, which stops compiling
+/// once `typed-path` (a dependency of tough) adds an `AsRef` impl for `Cow<str>`.
+macro_rules! page_schema {
+    ($name:ident, $item:ty) => {
+        /// A page of a list.
+        #[derive(utoipa::ToSchema)]
+        #[expect(dead_code, reason = "only describes the `Page` a handler returns")]
+        pub struct $name {
+            /// Items of this page.
+            items: Vec<$item>,
+            /// Pass as `cursor` to get the next page; `null` on the last page.
+            next_cursor: Option<String>,
+        }
+    };
+}
+
 pub mod admin;
 pub mod auth;
 pub mod blobs;
@@ -8,10 +27,12 @@ pub mod certificates;
 pub mod ops;
 pub mod plugins;
 pub mod publishers;
+pub mod release_metadata;
 pub mod reports;
 pub mod review;
 pub mod scan_jobs;
 pub mod tokens;
+pub mod updates;
 pub mod versions;
 
 use base64::Engine as _;

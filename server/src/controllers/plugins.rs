@@ -119,7 +119,7 @@ fn like_pattern(text: &str) -> String {
 
 /// Searches and lists plugins.
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", params(SearchQuery),
-    responses((status = 200, body = Page<PluginView>), (status = 422, body = Problem)))]
+    responses((status = 200, body = PluginPage), (status = 422, body = Problem)))]
 pub async fn search_plugins(
     State(app): State<AppState>,
     _caller: Caller,
@@ -243,7 +243,7 @@ const VERSION_COLUMNS: &str =
 
 /// Versions of a plugin in upload order. The public sees published and yanked versions.
 #[utoipa::path(get, path = "/api/v1/plugins/{publisher}/{name}/versions", tag = "plugins", params(PluginPath, PageQuery),
-    responses((status = 200, body = Page<VersionView>), (status = 404, body = Problem)))]
+    responses((status = 200, body = VersionPage), (status = 404, body = Problem)))]
 pub async fn list_versions(
     State(app): State<AppState>,
     caller: Caller,
@@ -360,6 +360,10 @@ pub async fn get_scan_report(
         created_at: rfc3339(row.try_get("created_at")?),
     }))
 }
+
+page_schema!(PluginPage, PluginView);
+
+page_schema!(VersionPage, VersionView);
 
 #[cfg(test)]
 mod tests {

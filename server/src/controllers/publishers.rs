@@ -118,7 +118,7 @@ pub async fn create_publisher(
 
 /// Lists publishers by creation order.
 #[utoipa::path(get, path = "/api/v1/publishers", tag = "publishers", params(PageQuery),
-    responses((status = 200, body = Page<PublisherView>), (status = 422, body = Problem)))]
+    responses((status = 200, body = PublisherPage), (status = 422, body = Problem)))]
 pub async fn list_publishers(
     State(app): State<AppState>,
     _caller: Caller,
@@ -335,3 +335,5 @@ async fn ensure_other_owner(
     }
     Ok(())
 }
+
+page_schema!(PublisherPage, PublisherView);

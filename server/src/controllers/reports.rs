@@ -184,7 +184,7 @@ pub async fn report_abuse(
 
 /// Abuse reports, oldest first.
 #[utoipa::path(get, path = "/api/v1/review/reports", tag = "review", security(("bearer" = [])), params(ReportQuery),
-    responses((status = 200, body = Page<AbuseReportView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = AbuseReportPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
 pub async fn list_reports(
     State(app): State<AppState>,
     caller: Caller,
@@ -249,3 +249,5 @@ pub async fn resolve_report(
     .await?;
     Ok(Json(find_report(&app, path.id).await?))
 }
+
+page_schema!(AbuseReportPage, AbuseReportView);

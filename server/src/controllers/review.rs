@@ -311,7 +311,7 @@ const RISK_RANK: &str = "CASE q.max_severity WHEN 'critical' THEN 5 WHEN 'high' 
 
 /// Versions waiting for a reviewer, worst scan result first (or oldest first).
 #[utoipa::path(get, path = "/api/v1/review/queue", tag = "review", security(("bearer" = [])), params(QueueQuery),
-    responses((status = 200, body = Page<QueueItem>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = QueuePage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
 pub async fn review_queue(
     State(app): State<AppState>,
     caller: Caller,
@@ -910,3 +910,5 @@ pub async fn unblock_plugin(
         versions_changed: changed,
     }))
 }
+
+page_schema!(QueuePage, QueueItem);

@@ -170,7 +170,7 @@ async fn fetch_token(app: &AppState, user_id: i64, id: i64) -> ApiResult<Option<
 
 /// Lists the caller's API tokens.
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])), params(PageQuery),
-    responses((status = 200, body = Page<TokenView>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = TokenPage), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list_tokens(
     State(app): State<AppState>,
     caller: Caller,
@@ -211,3 +211,5 @@ pub async fn revoke_token(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+page_schema!(TokenPage, TokenView);

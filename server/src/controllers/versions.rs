@@ -603,6 +603,71 @@ pub async fn unyank_version(
     change_state(&app, &caller, &path, "yanked", "published", &body.reason).await
 }
 
+/// A version's staged rollout.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct Rollout {
+    /// Percentage of install ids offered the version (0–100; 100 is everyone).
+    pub percent: u8,
+    /// When true, the version is offered to nobody new, whatever the percentage.
+    pub paused: bool,
+}
+
+/// Sets a published version's staged rollout: which share of hosts the update check offers it
+/// to, or a pause. Hosts that installed it keep it; signed metadata lists it either way.
+#[utoipa::path(put, path = "/api/v1/plugins/{publisher}/{name}/versions/{version}/rollout", tag = "updates", security(("bearer" = [])),
+    params(VersionPath), request_body = Rollout,
+    responses((status = 200, body = Rollout), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn set_rollout(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<VersionPath>,
+    Json(body): Json<Rollout>,
+) -> ApiResult<Json<Rollout>> {
+    let (me, _publisher) = caller
+        .require_publisher(
+            &app,
+            &path.publisher,
+            MemberRole::Maintainer,
+            Scope::Publish,
+        )
+        .await?;
+    require_plugin_scope(&me, &path.name)?;
+    if body.percent > 100 {
+        return Err(ApiError::invalid(format!(
+            "percent must be between 0 and 100, not {}",
+            body.percent
+        )));
+    }
+    let current = find_version(&app, &path.publisher, &path.name, &path.version).await?;
+    sqlx::query(
+        "UPDATE plugin_versions SET rollout_percent = $1, rollout_paused = $2 WHERE id = $3",
+    )
+    .bind(i64::from(body.percent))
+    .bind(i64::from(body.paused))
+    .bind(current.row_id)
+    .execute(&app.db.pool)
+    .await?;
+    let target = format!(
+        "version:{}/{}@{}",
+        path.publisher, path.name, current.version
+    );
+    let detail = format!(
+        "{}%{}",
+        body.percent,
+        if body.paused { ", paused" } else { "" }
+    );
+    audit(
+        &app,
+        Some(me.user_id),
+        "version.rollout",
+        &target,
+        Some(&detail),
+    )
+    .await?;
+    app.catalogue.wake();
+    Ok(Json(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

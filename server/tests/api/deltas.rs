@@ -11,7 +11,7 @@ use crate::publish::{StoreSigner, package};
 
 /// A module-like payload: shared "code" with a version-specific change in the middle, so that
 /// consecutive versions differ a little, as real releases do.
-fn payload(seed: u32, change: &str) -> Vec<u8> {
+pub fn payload(seed: u32, change: &str) -> Vec<u8> {
     let mut state = seed.wrapping_mul(2_654_435_761) | 1;
     let mut bytes: Vec<u8> = (0..256 * 1024)
         .map(|i| {
@@ -34,7 +34,7 @@ fn payload(seed: u32, change: &str) -> Vec<u8> {
 /// (base version, target version, state, patch digest, patch size)
 type DeltaRow = (String, String, String, Option<String>, Option<i64>);
 
-fn noise(len: usize) -> Vec<u8> {
+pub fn noise(len: usize) -> Vec<u8> {
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     (0..len)
         .map(|_| {
@@ -46,7 +46,7 @@ fn noise(len: usize) -> Vec<u8> {
         .collect()
 }
 
-async fn publish(
+pub async fn publish(
     app: &TestApp,
     owner: &TestUser,
     signer: &StoreSigner,

@@ -12,6 +12,8 @@ mod matrix;
 mod plugins;
 mod publish;
 mod publishers;
+mod release_metadata;
 mod review;
 mod scanning;
 mod tokens;
+mod updates;

@@ -374,6 +374,24 @@ fn rows() -> Vec<Row> {
             None,
             public,
         ),
+        row(M::GET, "/tuf/{file}", "/tuf/timestamp.json", None, public),
+        // Hosts check anonymously; a signed-in caller is answered the same.
+        row(
+            M::POST,
+            "/api/v1/updates/check",
+            "/api/v1/updates/check",
+            Some(
+                r#"{"host":{"app_id":"org.example","version":"1.0.0","platform":"any"},"install_id":"matrix-{i}-install","installed":[]}"#,
+            ),
+            public,
+        ),
+        row(
+            M::PUT,
+            "/api/v1/plugins/{publisher}/{name}/versions/{version}/rollout",
+            "/api/v1/plugins/acme/widget/versions/1.0.0/rollout",
+            Some(r#"{"percent":50,"paused":false}"#),
+            [401, 403, 200, 200, 403, 200],
+        ),
         row(M::GET, "/healthz", "/healthz", None, public),
         row(M::GET, "/readyz", "/readyz", None, public),
         row(M::GET, "/metrics", "/metrics", None, public),
@@ -431,6 +449,7 @@ both_stacks! {
         let admin = app.signup("admin-user").await;
         app.set_role(&admin, "admin").await;
         app.publisher(&owner, "acme").await;
+        plugstore_server::release_metadata::ensure_repository(&app.app).await.unwrap();
         let added = app.call(Method::PUT, "/api/v1/publishers/acme/members/maintainer", Some(&owner.access), Some(serde_json::json!({"role": "maintainer"}))).await;
         assert_eq!(added.status, 200);
         app.seed_plugin("acme", "widget", &[("1.0.0", "published"), ("1.1.0", "pending_review")]).await;

@@ -1,0 +1,451 @@
+//! Benchmark: `POST /api/v1/updates/check` with 50 installed plugins, against a catalogue of
+//! 10k plugins × 10 versions and then 100k × 10, compared in the same run with nginx serving a
+//! static file of the same size as the answer, under the same load generator (wrk).
+//!
+//! Run with `scripts/bench-updates` (installs nginx and wrk when missing), or
+//! `cargo bench -p plugstore-server --bench update_check`. Settings: BENCH_SECONDS (10),
+//! BENCH_CONNECTIONS (16), BENCH_ROUNDS (2; alternating, best of each kept), BENCH_SIZES
+//! (`10000,100000`).
+//!
+//! Each request lists a different random set of 50 plugins (64 bodies in rotation), each at a
+//! random older version, so every answer has updates and patches to compute. The store's
+//! background jobs are off, so only the update check is measured.
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use plugstore_server::db::Database;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_plugstore-server");
+const VERSIONS_PER_PLUGIN: u64 = 10;
+const INSTALLED: usize = 50;
+const BODIES: usize = 64;
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A deterministic generator, so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn digest(plugin: u64, version: u64, salt: &str) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{salt}:{plugin}:{version}").as_bytes(),
+    ))
+}
+
+fn plugin_name(plugin: u64) -> (String, String) {
+    (format!("pub{}", plugin % 100), format!("plugin{plugin}"))
+}
+
+fn manifest(plugin: u64, version: u64) -> String {
+    let (publisher, name) = plugin_name(plugin);
+    format!(
+        "format = 1\n[plugin]\nid = \"{publisher}/{name}\"\nversion = \"1.{version}.0\"\nkind = \"wasm\"\n\
+         entry = \"plugin.wasm\"\ntargets = [\"any\"]\ndescription = \"Benchmark plugin\"\n\
+         capabilities = [\"log\"]\n[host]\ncompatibility = \">=1.0.0\"\n"
+    )
+}
+
+/// Writes `plugins` plugins × 10 published versions, with patches to each newest version from
+/// the three before it, through the store's own schema.
+async fn seed(url: &str, plugins: u64) {
+    let db = Database::connect(url, 1).await.expect("database");
+    db.migrate().await.expect("migrations");
+    let mut tx = db.pool.begin().await.expect("tx");
+    for publisher in 0..100 {
+        sqlx::query("INSERT INTO publishers (name, display_name, created_at) VALUES ($1, $1, 0)")
+            .bind(format!("pub{publisher}"))
+            .execute(&mut *tx)
+            .await
+            .expect("publisher");
+    }
+    for first in (0..plugins).step_by(500) {
+        let last = (first + 500).min(plugins);
+        let mut sql = String::from(
+            "INSERT INTO plugins (id, publisher_id, name, created_at, updated_at) VALUES ",
+        );
+        for plugin in first..last {
+            let sep = if plugin == first { "" } else { "," };
+            let _ = write!(
+                sql,
+                "{sep}({}, {}, 'plugin{plugin}', 0, 0)",
+                plugin + 1,
+                plugin % 100 + 1
+            );
+        }
+        sqlx::query(&sql).execute(&mut *tx).await.expect("plugins");
+        let mut sql = String::from(
+            "INSERT INTO plugin_versions (id, plugin_id, version, state, package_digest, package_size, created_at, manifest, signature, state_changed_at, deltas_done) VALUES ",
+        );
+        let mut deltas = String::from(
+            "INSERT INTO deltas (plugin_id, base_version_id, target_version_id, base_digest, target_digest, state, patch_digest, patch_size, created_at) VALUES ",
+        );
+        for plugin in first..last {
+            for version in 0..VERSIONS_PER_PLUGIN {
+                let sep = if plugin == first && version == 0 {
+                    ""
+                } else {
+                    ","
+                };
+                let id = plugin * VERSIONS_PER_PLUGIN + version + 1;
+                let _ = write!(
+                    sql,
+                    "{sep}({id}, {}, '1.{version}.0', 'published', '{}', 100000, 0, '{}', '', 0, 1)",
+                    plugin + 1,
+                    digest(plugin, version, "package"),
+                    manifest(plugin, version),
+                );
+            }
+            let newest = VERSIONS_PER_PLUGIN - 1;
+            for base in newest - 3..newest {
+                let sep = if plugin == first && base == newest - 3 {
+                    ""
+                } else {
+                    ","
+                };
+                let _ = write!(
+                    deltas,
+                    "{sep}({}, {}, {}, '{}', '{}', 'ready', '{}', 5000, 0)",
+                    plugin + 1,
+                    plugin * VERSIONS_PER_PLUGIN + base + 1,
+                    plugin * VERSIONS_PER_PLUGIN + newest + 1,
+                    digest(plugin, base, "package"),
+                    digest(plugin, newest, "package"),
+                    digest(plugin, base, "patch"),
+                );
+            }
+        }
+        sqlx::query(&sql).execute(&mut *tx).await.expect("versions");
+        sqlx::query(&deltas)
+            .execute(&mut *tx)
+            .await
+            .expect("deltas");
+    }
+    // A store in its steady state: the change feed was read long ago.
+    sqlx::query("DELETE FROM catalogue_changes")
+        .execute(&mut *tx)
+        .await
+        .expect("feed");
+    sqlx::query("DELETE FROM tuf_pending")
+        .execute(&mut *tx)
+        .await
+        .expect("pending");
+    tx.commit().await.expect("commit");
+    db.pool.close().await;
+}
+
+/// 64 request bodies of 50 random installed plugins each, at a random older version.
+fn bodies(plugins: u64) -> Vec<String> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ plugins);
+    (0..BODIES)
+        .map(|i| {
+            let mut chosen = std::collections::BTreeSet::new();
+            while chosen.len() < INSTALLED {
+                chosen.insert(rng.below(plugins));
+            }
+            let installed: Vec<String> = chosen
+                .into_iter()
+                .map(|plugin| {
+                    let version = 6 + rng.below(3);
+                    let (publisher, name) = plugin_name(plugin);
+                    format!(
+                        r#"{{"id":"{publisher}/{name}","version":"1.{version}.0","sha256":"{}"}}"#,
+                        digest(plugin, version, "package")
+                    )
+                })
+                .collect();
+            format!(
+                r#"{{"host":{{"app_id":"org.example.bench","version":"2.0.0","platform":"linux-x86_64"}},"channel":"stable","install_id":"bench-install-{i:04}","installed":[{}]}}"#,
+                installed.join(",")
+            )
+        })
+        .collect()
+}
+
+fn lua_script(dir: &Path, bodies: &[String]) -> std::path::PathBuf {
+    let mut lua = String::from(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nlocal bodies = {\n",
+    );
+    for body in bodies {
+        let _ = writeln!(lua, "  [==[{body}]==],");
+    }
+    lua.push_str(
+        "}\nlocal n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(nil, nil, nil, bodies[(n % #bodies) + 1])\nend\n",
+    );
+    let path = dir.join("check.lua");
+    std::fs::write(&path, lua).expect("lua");
+    path
+}
+
+fn wait_for(url: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let ok = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", url])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{url} did not come up");
+}
+
+/// One wrk run: (requests/s, p99 latency in ms).
+fn wrk(url: &str, script: Option<&Path>, seconds: u64, connections: u64) -> (f64, f64) {
+    let mut args = vec![
+        "-t2".to_owned(),
+        format!("-c{connections}"),
+        format!("-d{seconds}s"),
+        "--latency".to_owned(),
+    ];
+    if let Some(script) = script {
+        args.push("-s".to_owned());
+        args.push(script.display().to_string());
+    }
+    args.push(url.to_owned());
+    let output = Command::new("wrk")
+        .args(&args)
+        .output()
+        .expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    if text.contains("Non-2xx") {
+        panic!("wrk saw errors: {text}");
+    }
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("wrk output: {text}"));
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(parse_wrk_duration)
+        .unwrap_or_else(|| panic!("wrk output: {text}"));
+    (requests, p99)
+}
+
+/// wrk prints `850.00us`, `1.23ms`, `2.00s`.
+fn parse_wrk_duration(text: &str) -> f64 {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().unwrap_or(f64::NAN) * factor
+}
+
+fn start_nginx(root: &Path, port: u16) -> Process {
+    let conf = root.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
+               client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp; uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;\n\
+               server {{ listen 127.0.0.1:{port}; root {dir}/www; }} }}\n",
+            dir = root.display()
+        ),
+    )
+    .expect("nginx.conf");
+    std::fs::create_dir_all(root.join("tmp")).expect("tmp");
+    let child = Command::new("nginx")
+        .args([
+            "-p",
+            &root.display().to_string(),
+            "-c",
+            &conf.display().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (apt-get install nginx-light)");
+    Process(child)
+}
+
+struct Measured {
+    plugins: u64,
+    store: (f64, f64),
+    nginx: (f64, f64),
+    response_bytes: usize,
+}
+
+fn measure(plugins: u64, seconds: u64, connections: u64, rounds: u64) -> Measured {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("store");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let url = format!("sqlite://{}/plugstore.db", data.display());
+    let seeded = Instant::now();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(seed(&url, plugins));
+    println!(
+        "seeded {plugins} plugins × {VERSIONS_PER_PLUGIN} versions in {:.1} s",
+        seeded.elapsed().as_secs_f64()
+    );
+    let bodies = bodies(plugins);
+    let script = lua_script(dir.path(), &bodies);
+
+    let store_port = free_port();
+    let server = Process(
+        Command::new(SERVER)
+            .current_dir(dir.path())
+            .args([
+                "--data-dir",
+                &data.display().to_string(),
+                "--bind",
+                &format!("127.0.0.1:{store_port}"),
+            ])
+            .env("PLUGSTORE_LOG_LEVEL", "warn")
+            .env("PLUGSTORE_SCAN_POLICY", "publish")
+            .env("PLUGSTORE_TUF_ENABLED", "false")
+            .env("PLUGSTORE_DELTAS_ENABLED", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("plugstore-server"),
+    );
+    let store_url = format!("http://127.0.0.1:{store_port}/api/v1/updates/check");
+    wait_for(&format!("http://127.0.0.1:{store_port}/healthz"));
+
+    // The answer to the first body, to size nginx's file and to check the answers are real.
+    let answer = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &bodies[0],
+            &store_url,
+        ])
+        .output()
+        .expect("curl");
+    assert!(answer.status.success(), "update check failed");
+    let answer_json: serde_json::Value =
+        serde_json::from_slice(&answer.stdout).expect("answer is JSON");
+    let updates = answer_json["updates"].as_array().map_or(0, Vec::len);
+    assert_eq!(updates, INSTALLED, "every installed plugin has an update");
+    let response_bytes = answer.stdout.len();
+    let www = dir.path().join("nginx/www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("check.json"), &answer.stdout).expect("static copy");
+    let nginx_port = free_port();
+    let _nginx = start_nginx(&dir.path().join("nginx"), nginx_port);
+    let nginx_url = format!("http://127.0.0.1:{nginx_port}/check.json");
+    wait_for(&nginx_url);
+
+    // Warm-up: every body once, so the measured runs see a filled catalogue cache.
+    wrk(&store_url, Some(&script), 2, connections);
+
+    let mut store_best = (0.0, f64::NAN);
+    let mut nginx_best = (0.0, f64::NAN);
+    for round in 1..=rounds {
+        let nginx = wrk(&nginx_url, None, seconds, connections);
+        let store = wrk(&store_url, Some(&script), seconds, connections);
+        println!(
+            "  round {round}: nginx {:.0} req/s (p99 {:.2} ms), plugstore {:.0} req/s (p99 {:.2} ms)",
+            nginx.0, nginx.1, store.0, store.1
+        );
+        if nginx.0 > nginx_best.0 {
+            nginx_best = nginx;
+        }
+        if store.0 > store_best.0 {
+            store_best = store;
+        }
+    }
+    drop(server);
+    Measured {
+        plugins,
+        store: store_best,
+        nginx: nginx_best,
+        response_bytes,
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let seconds = env_or("BENCH_SECONDS", 10);
+    let connections = env_or("BENCH_CONNECTIONS", 16);
+    let rounds = env_or("BENCH_ROUNDS", 2);
+    let sizes: Vec<u64> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "10000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let results: Vec<Measured> = sizes
+        .iter()
+        .map(|&plugins| measure(plugins, seconds, connections, rounds))
+        .collect();
+    println!(
+        "POST /api/v1/updates/check, {INSTALLED} installed plugins, wrk -t2 -c{connections} -d{seconds}s, best of {rounds}"
+    );
+    for result in &results {
+        println!(
+            "  {:>6} plugins: plugstore {:8.0} req/s p99 {:6.2} ms | nginx (static {} B) {:8.0} req/s p99 {:6.2} ms | ratio {:.2} (target >= 0.50)",
+            result.plugins,
+            result.store.0,
+            result.store.1,
+            result.response_bytes,
+            result.nginx.0,
+            result.nginx.1,
+            result.store.0 / result.nginx.0,
+        );
+    }
+    if let [small, .., large] = results.as_slice() {
+        let drop = 1.0 - large.store.0 / small.store.0;
+        println!(
+            "  throughput drop {} → {} plugins: {:.1}% (target <= 10%)",
+            small.plugins,
+            large.plugins,
+            drop * 100.0
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! A plugin's releases as hosts see them: the versions that were ever offered (published,
+//! yanked, blocked), each with its effective state, and the patches to it.
+//!
+//! One loader serves both readers of the catalogue: the update check ([`crate::catalogue`])
+//! and the signed release metadata ([`crate::release_metadata`]), so the two can never
+//! disagree on which versions exist or which are revoked.
+
+use plugstore_format::digest::PackageDigest;
+use plugstore_format::manifest::{Manifest, PluginId};
+use semver::Version;
+use sqlx::{AnyPool, Row as _};
+
+/// Why a host must not run a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// A moderator blocked this version.
+    VersionBlocked,
+    /// A moderator blocked the whole plugin.
+    PluginBlocked,
+    /// The certificate that signed this version was revoked.
+    CertificateRevoked,
+}
+
+impl Revocation {
+    /// The stable code in API answers.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::VersionBlocked => "version-blocked",
+            Self::PluginBlocked => "plugin-blocked",
+            Self::CertificateRevoked => "certificate-revoked",
+        }
+    }
+}
+
+/// Where a release stands for hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReleaseState {
+    /// Offered as an update.
+    Published,
+    /// Installable by digest, never offered.
+    Yanked,
+    /// Never served; hosts should disable it.
+    Revoked {
+        /// Why.
+        revocation: Revocation,
+        /// The moderator's or revoker's reason, when one was given.
+        detail: Option<String>,
+    },
+}
+
+/// A patch to a release from an older package.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleasePatch {
+    /// The package the patch applies to.
+    pub from: PackageDigest,
+    /// The patch blob.
+    pub digest: PackageDigest,
+    /// Its length.
+    pub size: u64,
+}
+
+/// One version of a plugin that hosts may know of.
+#[derive(Clone, Debug)]
+pub struct Release {
+    /// The version.
+    pub version: Version,
+    /// Published, yanked or revoked.
+    pub state: ReleaseState,
+    /// The package.
+    pub digest: PackageDigest,
+    /// Its length.
+    pub size: u64,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The developer's signature envelope (JSON, with the certificate chain).
+    pub envelope_json: String,
+    /// Bare-hex SHA-256 of the signer's leaf certificate.
+    pub signer_fingerprint: String,
+    /// When the store accepted the upload, and so checked the signature (Unix seconds).
+    pub accepted_at: i64,
+    /// Percentage of install ids the version is offered to.
+    pub rollout_percent: u8,
+    /// Whether the rollout is paused (offered to nobody new).
+    pub rollout_paused: bool,
+    /// Ready patches to this version (only for published versions).
+    pub patches: Vec<ReleasePatch>,
+}
+
+/// A plugin and its releases, newest version first.
+#[derive(Clone, Debug)]
+pub struct PluginReleases {
+    /// The database id.
+    pub plugin_db_id: i64,
+    /// `publisher/name`.
+    pub id: PluginId,
+    /// Newest first.
+    pub releases: Vec<Release>,
+}
+
+/// Which plugin to load.
+#[derive(Clone, Copy, Debug)]
+pub enum PluginKey<'a> {
+    /// By database id.
+    DbId(i64),
+    /// By publisher and name.
+    Name(&'a PluginId),
+}
+
+/// Loads a plugin's releases; `None` when there is no such plugin.
+///
+/// # Errors
+/// Database failures, or a stored row that no longer parses (a bug, reported as such).
+pub async fn load(pool: &AnyPool, key: PluginKey<'_>) -> anyhow::Result<Option<PluginReleases>> {
+    const PLUGIN: &str = "SELECT p.id, pb.name, p.name, p.blocked_at, p.blocked_reason FROM plugins p \
+         JOIN publishers pb ON pb.id = p.publisher_id";
+    let plugin = match key {
+        PluginKey::DbId(id) => {
+            sqlx::query(&format!("{PLUGIN} WHERE p.id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        }
+        PluginKey::Name(id) => {
+            sqlx::query(&format!("{PLUGIN} WHERE pb.name = $1 AND p.name = $2"))
+                .bind(id.publisher())
+                .bind(id.name())
+                .fetch_optional(pool)
+                .await?
+        }
+    };
+    let Some(plugin) = plugin else {
+        return Ok(None);
+    };
+    let plugin_db_id: i64 = plugin.try_get(0)?;
+    let id = PluginId::new(
+        &plugin.try_get::<String, _>(1)?,
+        &plugin.try_get::<String, _>(2)?,
+    )?;
+    let plugin_blocked: Option<i64> = plugin.try_get(3)?;
+    let plugin_block_reason: Option<String> = plugin.try_get(4)?;
+
+    let rows = sqlx::query(
+        "SELECT v.id, v.version, v.state, v.state_reason, v.package_digest, v.package_size, v.manifest, \
+                v.signature, v.signer_fingerprint, v.created_at, v.rollout_percent, v.rollout_paused, \
+                c.revoked_at, c.revoked_reason \
+         FROM plugin_versions v LEFT JOIN certificates c ON c.fingerprint = v.signer_fingerprint \
+         WHERE v.plugin_id = $1 AND v.state IN ('published', 'yanked', 'blocked')",
+    )
+    .bind(plugin_db_id)
+    .fetch_all(pool)
+    .await?;
+    let patches: Vec<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT target_version_id, base_digest, patch_digest, patch_size FROM deltas \
+         WHERE plugin_id = $1 AND state = 'ready'",
+    )
+    .bind(plugin_db_id)
+    .fetch_all(pool)
+    .await?;
+
+    let mut releases = Vec::with_capacity(rows.len());
+    for row in rows {
+        let version_db_id: i64 = row.try_get(0)?;
+        let version: String = row.try_get(1)?;
+        let state: String = row.try_get(2)?;
+        let state_reason: Option<String> = row.try_get(3)?;
+        let cert_revoked: Option<i64> = row.try_get(12)?;
+        let cert_reason: Option<String> = row.try_get(13)?;
+        // The strongest revocation wins: a plugin block covers every version.
+        let state = if plugin_blocked.is_some() {
+            ReleaseState::Revoked {
+                revocation: Revocation::PluginBlocked,
+                detail: plugin_block_reason.clone(),
+            }
+        } else if state == "blocked" {
+            ReleaseState::Revoked {
+                revocation: Revocation::VersionBlocked,
+                detail: state_reason,
+            }
+        } else if cert_revoked.is_some() {
+            ReleaseState::Revoked {
+                revocation: Revocation::CertificateRevoked,
+                detail: cert_reason,
+            }
+        } else if state == "yanked" {
+            ReleaseState::Yanked
+        } else {
+            ReleaseState::Published
+        };
+        let parsed = parse_release(&row, state, version, version_db_id, &patches);
+        match parsed {
+            Ok(release) => releases.push(release),
+            // A stored row that no longer parses is a bug; the plugin's other versions are
+            // still served rather than none.
+            Err(error) => tracing::error!(
+                plugin = %id,
+                version_id = version_db_id,
+                error = format!("{error:#}"),
+                "a stored version does not parse; leaving it out of updates and metadata"
+            ),
+        }
+    }
+    releases.sort_by(|a, b| b.version.cmp(&a.version));
+    Ok(Some(PluginReleases {
+        plugin_db_id,
+        id,
+        releases,
+    }))
+}
+
+/// The parts of a release row that can fail to parse.
+fn parse_release(
+    row: &sqlx::any::AnyRow,
+    state: ReleaseState,
+    version: String,
+    version_db_id: i64,
+    patches: &[(i64, String, String, i64)],
+) -> anyhow::Result<Release> {
+    let digest: PackageDigest = row.try_get::<String, _>(4)?.parse()?;
+    let patches = if state == ReleaseState::Published {
+        patches
+            .iter()
+            .filter(|(target, ..)| *target == version_db_id)
+            .map(|(_, from, patch, size)| {
+                Ok(ReleasePatch {
+                    from: from.parse()?,
+                    digest: patch.parse()?,
+                    size: u64::try_from(*size)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let manifest_text: String = row.try_get(6)?;
+    let rollout_percent: i64 = row.try_get(10)?;
+    let rollout_paused: i64 = row.try_get(11)?;
+    Ok(Release {
+        version: Version::parse(&version)?,
+        state,
+        digest,
+        size: u64::try_from(row.try_get::<i64, _>(5)?)?,
+        manifest: Manifest::parse(&manifest_text)?,
+        envelope_json: row.try_get(7)?,
+        signer_fingerprint: row.try_get::<Option<String>, _>(8)?.unwrap_or_default(),
+        accepted_at: row.try_get(9)?,
+        rollout_percent: u8::try_from(rollout_percent.clamp(0, 100))?,
+        rollout_paused: rollout_paused != 0,
+        patches,
+    })
+}

@@ -1,0 +1,284 @@
+//! The update check: the newest eligible version with its patch, channels, host ranges,
+//! staged rollouts, revocations, and the change feed that keeps the catalogue current.
+
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::both_stacks;
+use crate::deltas::{noise, payload, publish};
+use crate::harness::{TestApp, TestUser};
+use crate::publish::StoreSigner;
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+fn request(installed: &[(&str, &str, &[u8])], channel: &str, install_id: &str) -> Value {
+    json!({
+        "host": {"app_id": "org.example.editor", "version": "2.3.0", "platform": "linux-x86_64"},
+        "channel": channel,
+        "install_id": install_id,
+        "installed": installed
+            .iter()
+            .map(|(id, version, package)| json!({"id": id, "version": version, "sha256": sha256_hex(package)}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+async fn check(app: &TestApp, body: Value) -> Value {
+    // Hosts call anonymously.
+    let response = app.post("/api/v1/updates/check", None, body).await;
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    response.json()
+}
+
+/// Applies the change feed, as the replica's follower task does every half second.
+async fn follow_changes(app: &TestApp) {
+    app.app
+        .catalogue
+        .apply_changes(&app.app.db)
+        .await
+        .expect("change feed");
+}
+
+async fn reviewer(app: &TestApp) -> TestUser {
+    let user = app.signup("rita").await;
+    app.set_role(&user, "reviewer").await;
+    app.login("rita").await
+}
+
+async fn moderate(app: &TestApp, user: &TestUser, path: &str) {
+    let response = app
+        .post(path, Some(&user.access), json!({"reason": "phones home"}))
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+}
+
+/// Sets 1.1.0's rollout as its owner, and lets the catalogue see it.
+async fn rollout(app: &TestApp, owner: &TestUser, percent: u8, paused: bool) {
+    let response = app
+        .call(
+            Method::PUT,
+            "/api/v1/plugins/acme/hello/versions/1.1.0/rollout",
+            Some(&owner.access),
+            Some(json!({"percent": percent, "paused": paused})),
+        )
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    follow_changes(app).await;
+}
+
+/// How many of 100 installs on 1.0.0 are offered the update.
+async fn offered(app: &TestApp, v1: &[u8]) -> usize {
+    let mut count = 0;
+    for i in 0..100 {
+        let body = request(
+            &[("acme/hello", "1.0.0", v1)],
+            "stable",
+            &format!("install-{i:04}"),
+        );
+        if check(app, body).await["updates"].as_array().unwrap().len() == 1 {
+            count += 1;
+        }
+    }
+    count
+}
+
+both_stacks! {
+    async fn offers_the_newest_eligible_version_with_a_patch(app) {
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        let signer = StoreSigner::new(&app, &owner, "acme").await;
+        let v1 = publish(&app, &owner, &signer, "1.0.0", &payload(1, "release one")).await;
+        let v11 = publish(&app, &owner, &signer, "1.1.0", &payload(1, "release two")).await;
+        let beta = publish(&app, &owner, &signer, "2.0.0-beta.1", &noise(64 * 1024)).await;
+        let settings = app.app.settings.deltas.clone();
+        plugstore_server::deltas::run_once(&app.app, &settings).await.unwrap();
+
+        // Stable: 1.1.0, with the patch from exactly the installed package.
+        let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
+        let updates = answer["updates"].as_array().unwrap();
+        assert_eq!(updates.len(), 1, "{answer}");
+        let update = &updates[0];
+        assert_eq!(update["version"], "1.1.0");
+        assert_eq!(update["installed_version"], "1.0.0");
+        assert_eq!(update["package"]["sha256"], sha256_hex(&v11));
+        assert_eq!(update["package"]["length"], v11.len());
+        assert_eq!(
+            update["package"]["url"],
+            format!("http://store.test/blobs/sha256/{}", sha256_hex(&v11))
+        );
+        let target = update["package"]["target"].as_str().unwrap();
+        assert!(target.starts_with("plugins/") && target.ends_with("/acme/hello/1.1.0/package.tar"), "{target}");
+        let patch = &update["patch"];
+        assert_eq!(patch["from_sha256"], sha256_hex(&v1));
+        assert!(patch["length"].as_u64().unwrap() < v11.len() as u64 / 2, "{patch}");
+        assert!(patch["target"].as_str().unwrap().ends_with(&format!("/1.1.0/patches/from-{}.patch", sha256_hex(&v1))));
+        assert_eq!(answer["metadata_url"], "http://store.test/tuf/");
+        assert_eq!(answer["revocations"], json!([]));
+
+        // A host with different bytes under the same version gets the package but no patch.
+        let other = check(&app, request(&[("acme/hello", "1.0.0", b"something else")], "stable", "install-0001")).await;
+        assert_eq!(other["updates"][0]["version"], "1.1.0");
+        assert_eq!(other["updates"][0]["patch"], Value::Null);
+
+        // Beta also offers the pre-release; a host already on the newest gets nothing.
+        let answer = check(&app, request(&[("acme/hello", "1.1.0", &v11)], "beta", "install-0001")).await;
+        assert_eq!(answer["updates"][0]["version"], "2.0.0-beta.1");
+        assert_eq!(answer["updates"][0]["package"]["sha256"], sha256_hex(&beta));
+        let answer = check(&app, request(&[("acme/hello", "1.1.0", &v11)], "stable", "install-0001")).await;
+        assert_eq!(answer["updates"], json!([]));
+
+        // Yanking 1.1.0 reaches the cached catalogue through the change feed.
+        let yank = app.post("/api/v1/plugins/acme/hello/versions/1.1.0/yank", Some(&owner.access), json!({"reason": "broken"})).await;
+        assert_eq!(yank.status, StatusCode::OK);
+        follow_changes(&app).await;
+        let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
+        assert_eq!(answer["updates"], json!([]), "a yanked version is never offered");
+        // Unknown plugins are simply not answered.
+        let answer = check(&app, request(&[("acme/nothing", "1.0.0", &v1)], "stable", "install-0001")).await;
+        assert_eq!(answer["updates"], json!([]));
+    }
+
+    async fn host_range_and_platform_decide_eligibility(app) {
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        let signer = StoreSigner::new(&app, &owner, "acme").await;
+        let v1 = publish(&app, &owner, &signer, "1.0.0", &payload(1, "one")).await;
+        publish(&app, &owner, &signer, "1.1.0", &payload(1, "two")).await;
+        // The test manifests ask for host >=1.0.0 and run everywhere (`any`).
+        let mut old_host = request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001");
+        old_host["host"]["version"] = json!("0.9.0");
+        assert_eq!(check(&app, old_host).await["updates"], json!([]));
+        let mut windows = request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001");
+        windows["host"]["platform"] = json!("windows-aarch64");
+        assert_eq!(check(&app, windows).await["updates"][0]["version"], "1.1.0");
+    }
+
+    async fn staged_rollouts_reach_a_share_of_installs_and_pause(app) {
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        let signer = StoreSigner::new(&app, &owner, "acme").await;
+        let v1 = publish(&app, &owner, &signer, "1.0.0", &payload(1, "one")).await;
+        publish(&app, &owner, &signer, "1.1.0", &payload(1, "two")).await;
+        assert_eq!(offered(&app, &v1).await, 100);
+        rollout(&app, &owner, 30, false).await;
+        let share = offered(&app, &v1).await;
+        assert!((15..=45).contains(&share), "30% rollout reached {share} of 100 installs");
+        // Raising the percentage keeps everyone who already had it.
+        let before: Vec<bool> = {
+            let mut got = Vec::new();
+            for i in 0..100 {
+                let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", &format!("install-{i:04}"))).await;
+                got.push(!answer["updates"].as_array().unwrap().is_empty());
+            }
+            got
+        };
+        rollout(&app, &owner, 60, false).await;
+        for (i, had) in before.iter().enumerate() {
+            if *had {
+                let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", &format!("install-{i:04}"))).await;
+                assert_eq!(answer["updates"].as_array().unwrap().len(), 1, "install {i} lost the update when the rollout grew");
+            }
+        }
+        rollout(&app, &owner, 60, true).await;
+        assert_eq!(offered(&app, &v1).await, 0, "a paused rollout is offered to nobody");
+        rollout(&app, &owner, 0, false).await;
+        assert_eq!(offered(&app, &v1).await, 0);
+        rollout(&app, &owner, 100, false).await;
+        assert_eq!(offered(&app, &v1).await, 100);
+
+        // Out of range, and not the owner's to change.
+        let bad = app
+            .call(Method::PUT, "/api/v1/plugins/acme/hello/versions/1.1.0/rollout", Some(&owner.access), Some(json!({"percent": 101, "paused": false})))
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let stranger = app.signup("stranger").await;
+        let denied = app
+            .call(Method::PUT, "/api/v1/plugins/acme/hello/versions/1.1.0/rollout", Some(&stranger.access), Some(json!({"percent": 10, "paused": false})))
+            .await;
+        assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    }
+
+    async fn revocations_of_the_installed_set_are_reported(app) {
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        let signer = StoreSigner::new(&app, &owner, "acme").await;
+        let v1 = publish(&app, &owner, &signer, "1.0.0", &payload(1, "one")).await;
+        let v2 = publish(&app, &owner, &signer, "2.0.0", &payload(1, "two")).await;
+        let rita = reviewer(&app).await;
+        // Warm the cache, so the block must arrive through the change feed.
+        check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
+
+        moderate(&app, &rita, "/api/v1/review/versions/acme/hello/1.0.0/block").await;
+        follow_changes(&app).await;
+        let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
+        assert_eq!(answer["revocations"], json!([{
+            "id": "acme/hello", "version": "1.0.0", "sha256": sha256_hex(&v1),
+            "reason": "version-blocked", "detail": "phones home"
+        }]));
+        // The update away from a blocked version is still offered.
+        assert_eq!(answer["updates"][0]["version"], "2.0.0");
+
+        // Revoking the signing certificate revokes every version it signed.
+        let revoke = app
+            .post(&format!("/api/v1/publishers/acme/certificates/{}/revoke", signer.fingerprint), Some(&owner.access), json!({"reason": "key leaked"}))
+            .await;
+        assert_eq!(revoke.status, StatusCode::OK, "{}", String::from_utf8_lossy(&revoke.body));
+        follow_changes(&app).await;
+        let answer = check(&app, request(&[("acme/hello", "2.0.0", &v2)], "stable", "install-0001")).await;
+        assert_eq!(answer["revocations"][0]["reason"], "certificate-revoked", "{answer}");
+        assert_eq!(answer["revocations"][0]["detail"], "key leaked");
+
+        // A plugin block covers every version, and nothing is offered.
+        moderate(&app, &rita, "/api/v1/review/plugins/acme/hello/block").await;
+        follow_changes(&app).await;
+        let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "beta", "install-0001")).await;
+        assert_eq!(answer["revocations"][0]["reason"], "plugin-blocked", "{answer}");
+        assert_eq!(answer["updates"], json!([]));
+    }
+
+    async fn bad_update_checks_say_what_to_fix(app) {
+        let cases = [
+            (json!({"host": {"app_id": "x", "version": "two", "platform": "linux-x86_64"}, "install_id": "install-0001", "installed": []}), "host.version"),
+            (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "amiga"}, "install_id": "install-0001", "installed": []}), "host.platform"),
+            (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "channel": "nightly", "install_id": "install-0001", "installed": []}), "channel"),
+            (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "short", "installed": []}), "install_id"),
+            (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "install-0001",
+                    "installed": [{"id": "acme/alpha", "version": "1.0.0", "sha256": "00"}]}), "installed[0].sha256"),
+            (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "install-0001",
+                    "installed": [{"id": "acme", "version": "1.0.0", "sha256": "00"}]}), "installed[0].id"),
+            (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "install-0001",
+                    "installed": [{"id": "acme/alpha", "version": "1.0.0", "sha256": "a".repeat(64)}, {"id": "acme/alpha", "version": "1.0.0", "sha256": "a".repeat(64)}]}), "listed twice"),
+        ];
+        for (body, mention) in cases {
+            let response = app.post("/api/v1/updates/check", None, body.clone()).await;
+            assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            assert_eq!(response.problem_type(), "/problems/invalid-input");
+            let detail = response.json()["detail"].as_str().unwrap().to_owned();
+            assert!(detail.contains(mention), "`{detail}` should mention `{mention}`");
+        }
+        let too_many: Vec<Value> = (0..1001)
+            .map(|i| json!({"id": format!("acme/p{i}"), "version": "1.0.0", "sha256": "a".repeat(64)}))
+            .collect();
+        let response = app
+            .post("/api/v1/updates/check", None, json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "install-0001", "installed": too_many}))
+            .await;
+        assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}
