@@ -52,8 +52,8 @@ pub async fn fetch_package(
     fetch_package_with_progress(http, full_url, full, patch, dest, policy, |_, _| {}).await
 }
 
-/// [`fetch_package`], calling `progress(received, total)` as the full package's bytes arrive
-/// (a patch is small; its progress is not reported).
+/// [`fetch_package`], calling `progress(received, total)` as bytes arrive: the patch's (its
+/// length as the total), and the full package's if it comes to that.
 ///
 /// # Errors
 /// Only the full download's errors: a failing patch is a fallback, not an error.
@@ -64,16 +64,16 @@ pub async fn fetch_package_with_progress(
     patch: Option<PatchSource<'_>>,
     dest: &Path,
     policy: &DownloadPolicy,
-    progress: impl FnMut(u64, u64),
+    mut progress: impl FnMut(u64, u64),
 ) -> Result<Fetched, DownloadError> {
     let patch_error = match patch {
-        Some(patch) => match apply_from(http, &patch, full, dest, policy).await {
+        Some(patch) => match apply_from(http, &patch, full, dest, policy, &mut progress).await {
             Ok(()) => return Ok(Fetched::Patched),
             Err(error) => Some(error.to_string()),
         },
         None => None,
     };
-    download(http, full_url, full, dest, policy, progress).await?;
+    download(http, full_url, full, dest, policy, &mut progress).await?;
     Ok(Fetched::Full { patch_error })
 }
 
@@ -98,6 +98,7 @@ async fn apply_from(
     full: ExpectedTarget,
     dest: &Path,
     policy: &DownloadPolicy,
+    progress: &mut impl FnMut(u64, u64),
 ) -> Result<(), PatchPathError> {
     let mut patch_file = dest.as_os_str().to_owned();
     patch_file.push(".patch");
@@ -109,7 +110,7 @@ async fn apply_from(
             patch.expected,
             &patch_file,
             policy,
-            |_, _| {},
+            &mut *progress,
         )
         .await?;
         let base = tokio::fs::read(patch.base).await?;
