@@ -6,52 +6,15 @@
 //! `cargo bench -p plugstore-server --bench blob_download`. Settings: BENCH_SECONDS (10),
 //! BENCH_CONNECTIONS (16), BENCH_ROUNDS (2; alternating, best of each kept).
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+mod support;
+
+use support::{Process, env_or, free_port, start_nginx, wait_for};
 
 const BLOB_SIZE: usize = 10 * 1024 * 1024;
 const SERVER: &str = env!("CARGO_BIN_EXE_plugstore-server");
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn wait_for(url: &str) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        let ok = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", url])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{url} did not come up");
-}
 
 /// Resident set size of a process in KiB: (current, peak).
 fn rss_kib(pid: u32) -> (u64, u64) {
@@ -92,35 +55,6 @@ fn wrk(url: &str, seconds: u64, connections: u64) -> (f64, f64) {
         panic!("wrk saw errors: {text}");
     }
     (requests, requests * BLOB_SIZE as f64)
-}
-
-fn start_nginx(root: &Path, port: u16) -> Process {
-    let conf = root.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
-               client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp; uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;\n\
-               server {{ listen 127.0.0.1:{port}; root {dir}/www; }} }}\n",
-            dir = root.display()
-        ),
-    )
-    .expect("nginx.conf");
-    std::fs::create_dir_all(root.join("tmp")).expect("tmp");
-    let child = Command::new("nginx")
-        .args([
-            "-p",
-            &root.display().to_string(),
-            "-c",
-            &conf.display().to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (apt-get install nginx-light)");
-    Process(child)
 }
 
 fn main() {

@@ -12,41 +12,20 @@
 //! background jobs are off, so only the update check is measured.
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use plugstore_server::db::Database;
+
+mod support;
+
+use support::{Process, env_or, free_port, start_nginx, wait_for};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_plugstore-server");
 const VERSIONS_PER_PLUGIN: u64 = 10;
 const INSTALLED: usize = 50;
 const BODIES: usize = 64;
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A deterministic generator, so runs are comparable.
 struct Rng(u64);
@@ -215,21 +194,6 @@ fn lua_script(dir: &Path, bodies: &[String]) -> std::path::PathBuf {
     path
 }
 
-fn wait_for(url: &str) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        let ok = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", url])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{url} did not come up");
-}
-
 /// One wrk run: (requests/s, p99 latency in ms).
 fn wrk(url: &str, script: Option<&Path>, seconds: u64, connections: u64) -> (f64, f64) {
     let mut args = vec![
@@ -278,35 +242,6 @@ fn parse_wrk_duration(text: &str) -> f64 {
         (text, 1.0)
     };
     number.parse::<f64>().unwrap_or(f64::NAN) * factor
-}
-
-fn start_nginx(root: &Path, port: u16) -> Process {
-    let conf = root.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
-               client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp; uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;\n\
-               server {{ listen 127.0.0.1:{port}; root {dir}/www; }} }}\n",
-            dir = root.display()
-        ),
-    )
-    .expect("nginx.conf");
-    std::fs::create_dir_all(root.join("tmp")).expect("tmp");
-    let child = Command::new("nginx")
-        .args([
-            "-p",
-            &root.display().to_string(),
-            "-c",
-            &conf.display().to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (apt-get install nginx-light)");
-    Process(child)
 }
 
 struct Measured {

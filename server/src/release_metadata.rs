@@ -371,12 +371,11 @@ async fn bin_entries(
     .await?;
     let mut entries = Vec::new();
     for plugin_db_id in members {
-        if !loaded.contains_key(&plugin_db_id) {
-            if let Some(plugin) =
+        if let std::collections::hash_map::Entry::Vacant(slot) = loaded.entry(plugin_db_id)
+            && let Some(plugin) =
                 releases::load(&app.db.pool, PluginKey::DbId(plugin_db_id)).await?
-            {
-                loaded.insert(plugin_db_id, plugin);
-            }
+        {
+            slot.insert(plugin);
         }
         if let Some(plugin) = loaded.get(&plugin_db_id) {
             entries.extend(plugin_entries(app, plugin).await?);

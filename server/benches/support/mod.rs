@@ -1,0 +1,83 @@
+//! What the server's benchmarks share: child processes that are stopped on drop, free ports,
+//! settings from the environment, waiting for a URL, and an nginx of our own as a baseline.
+
+#![allow(dead_code, reason = "each benchmark uses a different part")]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process, killed and reaped when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A numeric setting from the environment, or its default.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Polls `url` with curl until it answers 2xx, for at most 60 s.
+pub fn wait_for(url: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let ok = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", url])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{url} did not come up");
+}
+
+/// Starts nginx on `port`, serving `root/www`, with its own configuration, pid and temp files
+/// under `root` (the system nginx is left alone).
+pub fn start_nginx(root: &Path, port: u16) -> Process {
+    let conf = root.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
+               client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp; uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;\n\
+               server {{ listen 127.0.0.1:{port}; root {dir}/www; }} }}\n",
+            dir = root.display()
+        ),
+    )
+    .expect("nginx.conf");
+    std::fs::create_dir_all(root.join("tmp")).expect("tmp");
+    let child = Command::new("nginx")
+        .args([
+            "-p",
+            &root.display().to_string(),
+            "-c",
+            &conf.display().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (apt-get install nginx-light)");
+    Process(child)
+}
