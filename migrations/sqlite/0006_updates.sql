@@ -51,6 +51,8 @@ CREATE TRIGGER changes_on_certificate_revoke AFTER UPDATE OF revoked_at ON certi
 END;
 
 CREATE INDEX plugin_versions_signer ON plugin_versions (signer_fingerprint);
+-- A plugin's patches, read whenever the catalogue or the metadata job loads the plugin.
+CREATE INDEX deltas_by_plugin ON deltas (plugin_id, state);
 
 -- Signed metadata files. Every file but the timestamp is immutable under its name
 -- (`{version}.{role}.json`); timestamps are kept as `{version}.timestamp.json` and the newest

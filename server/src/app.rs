@@ -102,6 +102,7 @@ impl AppState {
         };
         let release_keys =
             crate::release_metadata::load_keys(&keys_dir, keys_dir == default_keys_dir)?;
+        let catalogue = Arc::new(Catalogue::new(download_base(&settings)));
         let metrics = Metrics::new();
         let download_permits = Arc::new(Semaphore::new(
             settings.http.max_concurrent_downloads.max(1),
@@ -117,7 +118,7 @@ impl AppState {
             limits,
             metrics,
             download_permits,
-            catalogue: Arc::new(Catalogue::default()),
+            catalogue,
             release_keys,
         })))
     }
@@ -125,12 +126,7 @@ impl AppState {
     /// Where hosts download immutable files from: the CDN when one is configured, this service
     /// otherwise. Without a trailing slash.
     pub fn download_base(&self) -> &str {
-        let cdn = self.settings.blobs.cdn_base_url.trim_end_matches('/');
-        if cdn.is_empty() {
-            &self.settings.http.public_url
-        } else {
-            cdn
-        }
+        download_base(&self.settings)
     }
 
     /// Limits for reading uploaded packages: the format's defaults (entries, unpacked size,
@@ -177,4 +173,14 @@ pub fn worker_token(settings: &Settings) -> anyhow::Result<String> {
     crate::secrets::write_private_file(&path, token.as_bytes())
         .with_context(|| format!("writing the scan worker token {}", path.display()))?;
     Ok(token)
+}
+
+/// See [`AppState::download_base`].
+fn download_base(settings: &Settings) -> &str {
+    let cdn = settings.blobs.cdn_base_url.trim_end_matches('/');
+    if cdn.is_empty() {
+        &settings.http.public_url
+    } else {
+        cdn
+    }
 }

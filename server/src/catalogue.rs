@@ -12,16 +12,18 @@
 //! feed and remembers what it has applied, rather than trusting a single high-water mark.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use plugstore_format::digest::PackageDigest;
 use plugstore_format::manifest::{PluginId, Target};
 use semver::{Version, VersionReq};
 use tokio::sync::Notify;
 
 use crate::db::{Database, Engine};
+use plugstore_tuf::layout::TargetPath;
+
 use crate::releases::{self, PluginKey, ReleasePatch, ReleaseState};
 
 /// How often a replica reads the change feed when no notification arrives.
@@ -42,15 +44,21 @@ pub struct PluginOffers {
     pub versions: Vec<OfferedVersion>,
 }
 
-/// One release, reduced to what an update check needs.
+/// One release, reduced to what an update check needs, with the parts of the answer that do
+/// not depend on the host already rendered: a check of 50 plugins then copies text instead of
+/// formatting target names, URLs and hex digests 50 times.
 #[derive(Debug)]
 pub struct OfferedVersion {
     /// The version.
     pub version: Version,
+    /// The version as text.
+    pub version_text: Box<str>,
+    /// The package digest, bare lowercase hex (what hosts send).
+    pub digest_hex: Box<str>,
+    /// The answer's `package` object (`DownloadTarget`), as JSON.
+    pub package_json: Box<str>,
     /// Published, yanked or revoked.
     pub state: ReleaseState,
-    /// The package.
-    pub digest: PackageDigest,
     /// Its length.
     pub size: u64,
     /// Host versions it supports.
@@ -62,7 +70,18 @@ pub struct OfferedVersion {
     /// Offered to nobody new.
     pub rollout_paused: bool,
     /// Patches to it, by base.
-    pub patches: Vec<ReleasePatch>,
+    pub patches: Vec<OfferedPatch>,
+}
+
+/// A patch to an offered version.
+#[derive(Debug)]
+pub struct OfferedPatch {
+    /// The package it applies to, bare lowercase hex.
+    pub from_hex: Box<str>,
+    /// Its length.
+    pub size: u64,
+    /// The answer's `patch` object (`PatchDownload`), as JSON.
+    pub json: Box<str>,
 }
 
 /// What a host tells about itself.
@@ -86,7 +105,8 @@ impl OfferedVersion {
             && self.host.matches(host.version)
             && (self.platforms.contains(&Target::Any) || self.platforms.contains(&host.platform))
             && !self.rollout_paused
-            && rollout_bucket(host.install_id, plugin, &self.version) < self.rollout_percent
+            && (self.rollout_percent >= 100
+                || rollout_bucket(host.install_id, plugin, &self.version) < self.rollout_percent)
     }
 }
 
@@ -112,8 +132,10 @@ pub fn rollout_bucket(install_id: &str, plugin: &PluginId, version: &Version) ->
 }
 
 /// The cache and its position in the change feed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Catalogue {
+    /// Where answers point hosts for downloads (see [`crate::app::App::download_base`]).
+    download_base: String,
     entries: RwLock<CachedPlugins>,
     /// Bumped by every applied change, so a load that raced with one is not cached.
     generation: AtomicU64,
@@ -121,14 +143,15 @@ pub struct Catalogue {
     wake: Notify,
 }
 
+/// Cached plugins by `publisher/name`, so a lookup borrows the host's text.
 #[derive(Debug, Default)]
 struct CachedPlugins {
-    by_name: HashMap<PluginId, Arc<PluginOffers>>,
+    by_name: HashMap<Box<str>, Arc<PluginOffers>>,
     /// Database id → name of the cached plugins, to apply the change feed.
-    names: HashMap<i64, PluginId>,
+    names: HashMap<i64, Box<str>>,
     /// Names asked for that have no plugin; forgotten when a plugin the cache does not know
     /// changes (it may be one of them, just created).
-    missing: HashSet<PluginId>,
+    missing: HashSet<Box<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +166,27 @@ struct FeedPosition {
 const FEED_PAGE: i64 = 10_000;
 
 impl Catalogue {
+    /// An empty catalogue whose answers point at `download_base`.
+    pub fn new(download_base: impl Into<String>) -> Self {
+        Self {
+            download_base: download_base.into(),
+            entries: RwLock::default(),
+            generation: AtomicU64::default(),
+            feed: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The cached offers of `id` (`publisher/name`), if the cache holds it: `Some(None)` when
+    /// it is known not to exist, `None` when it must be loaded.
+    pub fn cached_plugin(&self, id: &str) -> Option<Option<Arc<PluginOffers>>> {
+        let cached = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(offers) = cached.by_name.get(id) {
+            return Some(Some(offers.clone()));
+        }
+        cached.missing.contains(id).then_some(None)
+    }
+
     /// The plugin's offers, from the cache or loaded now; `None` when there is no such plugin.
     ///
     /// # Errors
@@ -152,53 +196,79 @@ impl Catalogue {
         db: &Database,
         id: &PluginId,
     ) -> anyhow::Result<Option<Arc<PluginOffers>>> {
-        {
-            let cached = self.entries.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(offers) = cached.by_name.get(id) {
-                return Ok(Some(offers.clone()));
-            }
-            if cached.missing.contains(id) {
-                return Ok(None);
-            }
+        let name = id.to_string();
+        if let Some(cached) = self.cached_plugin(&name) {
+            return Ok(cached);
         }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = releases::load(&db.pool, PluginKey::Name(id))
             .await?
-            .map(|plugin| {
-                Arc::new(PluginOffers {
-                    plugin_db_id: plugin.plugin_db_id,
-                    id: plugin.id,
-                    versions: plugin
-                        .releases
-                        .into_iter()
-                        .map(|release| OfferedVersion {
-                            host: release.manifest.host_compatibility().requirement().clone(),
-                            platforms: release.manifest.targets().to_vec(),
-                            version: release.version,
-                            state: release.state,
-                            digest: release.digest,
-                            size: release.size,
-                            rollout_percent: release.rollout_percent,
-                            rollout_paused: release.rollout_paused,
-                            patches: release.patches,
-                        })
-                        .collect(),
-                })
-            });
+            .map(|plugin| Arc::new(self.offers(plugin)));
         let mut cached = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         // A change applied while we read may be newer than what we read: serve it, don't keep it.
         if self.generation.load(Ordering::Acquire) == generation {
+            let name: Box<str> = name.into();
             match &loaded {
                 Some(offers) => {
-                    cached.names.insert(offers.plugin_db_id, id.clone());
-                    cached.by_name.insert(id.clone(), offers.clone());
+                    cached.names.insert(offers.plugin_db_id, name.clone());
+                    cached.by_name.insert(name, offers.clone());
                 }
                 None => {
-                    cached.missing.insert(id.clone());
+                    cached.missing.insert(name);
                 }
             }
         }
         Ok(loaded)
+    }
+
+    /// Reduces a plugin's releases to its offers, rendering the host-independent JSON.
+    fn offers(&self, plugin: releases::PluginReleases) -> PluginOffers {
+        let id = plugin.id;
+        let versions = plugin
+            .releases
+            .into_iter()
+            .map(|release| {
+                let digest_hex = release.digest.to_hex();
+                let package_json = json_object(&[
+                    (
+                        "target",
+                        Json::Text(
+                            &TargetPath::package(id.clone(), release.version.clone()).to_string(),
+                        ),
+                    ),
+                    ("url", Json::Text(&self.blob_url(&digest_hex))),
+                    ("sha256", Json::Text(&digest_hex)),
+                    ("length", Json::Number(release.size)),
+                ]);
+                let patches = release
+                    .patches
+                    .iter()
+                    .map(|patch| offered_patch(&id, &release.version, patch, self))
+                    .collect();
+                OfferedVersion {
+                    host: release.manifest.host_compatibility().requirement().clone(),
+                    platforms: release.manifest.targets().to_vec(),
+                    version_text: release.version.to_string().into(),
+                    version: release.version,
+                    digest_hex: digest_hex.into(),
+                    package_json: package_json.into(),
+                    state: release.state,
+                    size: release.size,
+                    rollout_percent: release.rollout_percent,
+                    rollout_paused: release.rollout_paused,
+                    patches,
+                }
+            })
+            .collect();
+        PluginOffers {
+            plugin_db_id: plugin.plugin_db_id,
+            id,
+            versions,
+        }
+    }
+
+    fn blob_url(&self, hex: &str) -> String {
+        format!("{}/blobs/sha256/{hex}", self.download_base)
     }
 
     /// How many plugins are cached.
@@ -319,5 +389,136 @@ async fn listen(catalogue: Arc<Catalogue>, url: &str) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+fn offered_patch(
+    id: &PluginId,
+    version: &Version,
+    patch: &ReleasePatch,
+    catalogue: &Catalogue,
+) -> OfferedPatch {
+    let from_hex = patch.from.to_hex();
+    let digest_hex = patch.digest.to_hex();
+    let json = json_object(&[
+        (
+            "target",
+            Json::Text(&TargetPath::patch(id.clone(), version.clone(), patch.from).to_string()),
+        ),
+        ("url", Json::Text(&catalogue.blob_url(&digest_hex))),
+        ("sha256", Json::Text(&digest_hex)),
+        ("length", Json::Number(patch.size)),
+        ("from_sha256", Json::Text(&from_hex)),
+    ]);
+    OfferedPatch {
+        from_hex: from_hex.into(),
+        size: patch.size,
+        json: json.into(),
+    }
+}
+
+/// A JSON value of a rendered object.
+pub enum Json<'a> {
+    /// A string, escaped by serde_json.
+    Text(&'a str),
+    /// A number.
+    Number(u64),
+    /// Already rendered JSON, copied as it is.
+    Rendered(&'a str),
+    /// `null`.
+    Null,
+}
+
+/// Renders a JSON object with its fields in the given order.
+pub fn json_object(fields: &[(&str, Json<'_>)]) -> String {
+    let mut out = Vec::with_capacity(64 * fields.len());
+    write_json_object(&mut out, fields);
+    // Only UTF-8 went in: JSON punctuation, serde_json's output and rendered JSON.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends a JSON object with its fields in the given order to `out`.
+pub fn write_json_object(out: &mut Vec<u8>, fields: &[(&str, Json<'_>)]) {
+    out.push(b'{');
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, name);
+        out.push(b':');
+        match value {
+            Json::Text(text) => write_json_string(out, text),
+            Json::Number(number) => {
+                let _ = write!(out, "{number}");
+            }
+            Json::Rendered(json) => out.extend_from_slice(json.as_bytes()),
+            Json::Null => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+}
+
+/// Appends `text` as a JSON string.
+pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_json_parses_back_to_the_same_values() {
+        let mut out = Vec::new();
+        write_json_object(
+            &mut out,
+            &[
+                ("plain", Json::Text("acme/hello")),
+                (
+                    "tricky",
+                    Json::Text("quote \" backslash \\ newline \n tab \t bell \u{7} é"),
+                ),
+                ("number", Json::Number(u64::MAX)),
+                ("inner", Json::Rendered("{\"a\":[1,2]}")),
+                ("nothing", Json::Null),
+            ],
+        );
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({
+                "plain": "acme/hello",
+                "tricky": "quote \" backslash \\ newline \n tab \t bell \u{7} é",
+                "number": u64::MAX,
+                "inner": {"a": [1, 2]},
+                "nothing": null,
+            })
+        );
+    }
+
+    #[test]
+    fn rollout_buckets_spread_installs_and_differ_per_release() {
+        let plugin = PluginId::new("acme", "hello").unwrap();
+        let one = Version::new(1, 0, 0);
+        let two = Version::new(2, 0, 0);
+        let buckets: Vec<u8> = (0..1000)
+            .map(|i| rollout_bucket(&format!("install-{i}"), &plugin, &one))
+            .collect();
+        let below_half = buckets.iter().filter(|b| **b < 50).count();
+        assert!(
+            (400..=600).contains(&below_half),
+            "{below_half} of 1000 below 50"
+        );
+        let same = (0..1000)
+            .filter(|i| {
+                let id = format!("install-{i}");
+                rollout_bucket(&id, &plugin, &one) == rollout_bucket(&id, &plugin, &two)
+            })
+            .count();
+        assert!(
+            same < 50,
+            "{same} of 1000 installs kept their bucket across releases"
+        );
     }
 }

@@ -5,20 +5,21 @@
 //! anything (docs/src/host-integration.md). Each check reads only the host's installed plugins
 //! from the in-memory [`Catalogue`](crate::catalogue::Catalogue).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
-use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
-use plugstore_format::digest::PackageDigest;
-use plugstore_format::manifest::{PluginId, Target};
-use plugstore_tuf::layout::TargetPath;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse as _, Response};
+use plugstore_format::manifest::{PluginId, Target, check_id_part};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::catalogue::HostContext;
+use crate::catalogue::{HostContext, Json, write_json_object, write_json_string};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::releases::ReleaseState;
 
@@ -30,43 +31,54 @@ const INSTALL_ID_LEN: std::ops::RangeInclusive<usize> = 8..=128;
 
 /// The host application asking.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct HostApp {
+pub struct HostApp<'a> {
     /// The host application's id (reverse-DNS style), recorded for operators.
-    pub app_id: String,
+    #[serde(borrow)]
+    pub app_id: Cow<'a, str>,
     /// The host application's semver version; matched against each plugin's host range.
-    pub version: String,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
     /// The platform, as in plugin manifests (`linux-x86_64`, `windows-x86_64`, …).
-    pub platform: String,
+    #[serde(borrow)]
+    pub platform: Cow<'a, str>,
 }
 
 /// One installed plugin.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct InstalledPlugin {
+pub struct InstalledPlugin<'a> {
     /// `publisher/name`.
-    pub id: String,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
     /// The installed version.
-    pub version: String,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
     /// SHA-256 of the installed package (bare hex or `sha256:` prefixed).
-    pub sha256: String,
+    #[serde(borrow)]
+    pub sha256: Cow<'a, str>,
 }
 
-/// `POST /api/v1/updates/check`.
+/// `POST /api/v1/updates/check`. Read without copying its strings: a check lists dozens of
+/// plugins and is the store's hottest request.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct UpdateCheckRequest {
+pub struct UpdateCheckRequest<'a> {
     /// Who asks.
-    pub host: HostApp,
+    #[serde(borrow)]
+    pub host: HostApp<'a>,
     /// `stable` (default) or `beta` (also offers pre-release versions).
-    #[serde(default)]
-    pub channel: Option<String>,
+    #[serde(default, borrow)]
+    pub channel: Option<Cow<'a, str>>,
     /// A random id the host keeps for its installation, for staged rollouts
     /// (8–128 characters of `A-Z a-z 0-9 . _ -`).
-    pub install_id: String,
+    #[serde(borrow)]
+    pub install_id: Cow<'a, str>,
     /// What is installed.
-    pub installed: Vec<InstalledPlugin>,
+    #[serde(borrow)]
+    pub installed: Vec<InstalledPlugin<'a>>,
 }
 
 /// A file to download, with its signed name.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DownloadTarget {
     /// The TUF target name, to look up in the signed metadata.
     pub target: String,
@@ -79,7 +91,8 @@ pub struct DownloadTarget {
 }
 
 /// A delta patch from the installed package.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PatchDownload {
     /// The TUF target name.
     pub target: String,
@@ -94,7 +107,8 @@ pub struct PatchDownload {
 }
 
 /// An update for one installed plugin.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OfferedUpdate {
     /// `publisher/name`.
     pub id: String,
@@ -109,7 +123,8 @@ pub struct OfferedUpdate {
 }
 
 /// An installed version the host must stop running.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RevokedInstall {
     /// `publisher/name`.
     pub id: String,
@@ -123,8 +138,11 @@ pub struct RevokedInstall {
     pub detail: Option<String>,
 }
 
-/// The answer of an update check.
-#[derive(Debug, Serialize, ToSchema)]
+/// The answer of an update check. The handler renders it from text the catalogue prepared
+/// (see [`crate::catalogue::OfferedVersion`]); the API tests read every answer back into
+/// this type, so the two cannot drift apart.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateCheckResponse {
     /// One entry per installed plugin that has an eligible newer version.
     pub updates: Vec<OfferedUpdate>,
@@ -134,15 +152,23 @@ pub struct UpdateCheckResponse {
     pub metadata_url: String,
 }
 
+/// One installed plugin, checked.
+struct Installed<'a> {
+    id: &'a str,
+    version: Version,
+    version_text: &'a str,
+    sha256: &'a str,
+}
+
 /// What a request means once checked.
-struct ParsedCheck {
+struct ParsedCheck<'a> {
     host_version: Version,
     platform: Target,
     beta: bool,
-    installed: Vec<(PluginId, Version, PackageDigest)>,
+    installed: Vec<Installed<'a>>,
 }
 
-fn parse_check(request: &UpdateCheckRequest) -> ApiResult<ParsedCheck> {
+fn parse_check<'a>(request: &'a UpdateCheckRequest<'a>) -> ApiResult<ParsedCheck<'a>> {
     let host_version = Version::parse(request.host.version.trim()).map_err(|e| {
         ApiError::invalid(format!(
             "host.version `{}` is not a semver version: {e}",
@@ -185,15 +211,16 @@ fn parse_check(request: &UpdateCheckRequest) -> ApiResult<ParsedCheck> {
     let mut seen = HashSet::with_capacity(request.installed.len());
     let mut installed = Vec::with_capacity(request.installed.len());
     for (i, plugin) in request.installed.iter().enumerate() {
-        let (publisher, name) = plugin.id.split_once('/').ok_or_else(|| {
-            ApiError::invalid(format!(
-                "installed[{i}].id `{}` is not `publisher/name`",
-                plugin.id
-            ))
-        })?;
-        let id = PluginId::new(publisher, name)
+        let id: &str = &plugin.id;
+        let Some((publisher, name)) = id.split_once('/') else {
+            return Err(ApiError::invalid(format!(
+                "installed[{i}].id `{id}` is not `publisher/name`"
+            )));
+        };
+        check_id_part(publisher)
+            .and_then(|()| check_id_part(name))
             .map_err(|e| ApiError::invalid(format!("installed[{i}].id: {e}")))?;
-        if !seen.insert(id.clone()) {
+        if !seen.insert(id) {
             return Err(ApiError::invalid(format!(
                 "installed[{i}]: `{id}` is listed twice"
             )));
@@ -204,12 +231,25 @@ fn parse_check(request: &UpdateCheckRequest) -> ApiResult<ParsedCheck> {
                 plugin.version
             ))
         })?;
-        let digest: PackageDigest = plugin.sha256.parse().map_err(|_| {
-            ApiError::invalid(format!(
+        let sha256 = plugin
+            .sha256
+            .strip_prefix("sha256:")
+            .unwrap_or(&plugin.sha256);
+        if sha256.len() != 64
+            || !sha256
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(ApiError::invalid(format!(
                 "installed[{i}].sha256 must be 64 lowercase hex digits"
-            ))
-        })?;
-        installed.push((id, version, digest));
+            )));
+        }
+        installed.push(Installed {
+            id,
+            version,
+            version_text: &plugin.version,
+            sha256,
+        });
     }
     Ok(ParsedCheck {
         host_version,
@@ -225,8 +265,10 @@ fn parse_check(request: &UpdateCheckRequest) -> ApiResult<ParsedCheck> {
 pub async fn check_updates(
     State(app): State<AppState>,
     _caller: Caller,
-    Json(request): Json<UpdateCheckRequest>,
-) -> ApiResult<Json<UpdateCheckResponse>> {
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: UpdateCheckRequest<'_> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("the body is not an update check: {e}")))?;
     let check = parse_check(&request)?;
     let host = HostContext {
         version: &check.host_version,
@@ -234,32 +276,41 @@ pub async fn check_updates(
         beta: check.beta,
         install_id: &request.install_id,
     };
-    let download_base = app.download_base();
-    let blob_url =
-        |digest: &PackageDigest| format!("{download_base}/blobs/sha256/{}", digest.to_hex());
-    let mut updates = Vec::new();
-    let mut revocations = Vec::new();
-    for (id, installed_version, installed_digest) in &check.installed {
-        let Some(offers) = app
-            .catalogue
-            .plugin(&app.db, id)
-            .await
-            .map_err(ApiError::internal)?
-        else {
-            continue;
+    let mut plugins = Vec::with_capacity(check.installed.len());
+    for installed in &check.installed {
+        let offers = match app.catalogue.cached_plugin(installed.id) {
+            Some(cached) => cached,
+            None => {
+                let (publisher, name) = installed.id.split_once('/').unwrap_or_default();
+                let id =
+                    PluginId::new(publisher, name).map_err(|e| ApiError::invalid(e.to_string()))?;
+                app.catalogue
+                    .plugin(&app.db, &id)
+                    .await
+                    .map_err(ApiError::internal)?
+            }
         };
-        let installed = offers
+        if let Some(offers) = offers {
+            plugins.push((installed, offers));
+        }
+    }
+
+    let mut out = Vec::with_capacity(64 + 800 * plugins.len());
+    out.extend_from_slice(b"{\"updates\":[");
+    let mut revocations = Vec::new();
+    let mut first = true;
+    for (installed, offers) in &plugins {
+        if let Some(revoked) = offers
             .versions
             .iter()
-            .find(|offered| offered.version == *installed_version);
-        if let Some(installed) = installed
-            && installed.digest == *installed_digest
-            && let ReleaseState::Revoked { revocation, detail } = &installed.state
+            .find(|offered| offered.version == installed.version)
+            .filter(|offered| *offered.digest_hex == *installed.sha256)
+            && let ReleaseState::Revoked { revocation, detail } = &revoked.state
         {
             revocations.push(RevokedInstall {
-                id: id.to_string(),
-                version: installed_version.to_string(),
-                sha256: installed_digest.to_hex(),
+                id: installed.id.to_owned(),
+                version: installed.version_text.to_owned(),
+                sha256: installed.sha256.to_owned(),
                 reason: revocation.code().to_owned(),
                 detail: detail.clone(),
             });
@@ -267,40 +318,44 @@ pub async fn check_updates(
         let Some(newest) = offers
             .versions
             .iter()
-            .take_while(|offered| offered.version > *installed_version)
-            .find(|offered| offered.eligible_for(id, &host))
+            .take_while(|offered| offered.version > installed.version)
+            .find(|offered| offered.eligible_for(&offers.id, &host))
         else {
             continue;
         };
-        let package_target = TargetPath::package(id.clone(), newest.version.clone());
         let patch = newest
             .patches
             .iter()
-            .find(|patch| patch.from == *installed_digest && patch.size < newest.size)
-            .map(|patch| PatchDownload {
-                target: TargetPath::patch(id.clone(), newest.version.clone(), patch.from)
-                    .to_string(),
-                url: blob_url(&patch.digest),
-                sha256: patch.digest.to_hex(),
-                length: patch.size,
-                from_sha256: patch.from.to_hex(),
-            });
-        updates.push(OfferedUpdate {
-            id: id.to_string(),
-            installed_version: installed_version.to_string(),
-            version: newest.version.to_string(),
-            package: DownloadTarget {
-                target: package_target.to_string(),
-                url: blob_url(&newest.digest),
-                sha256: newest.digest.to_hex(),
-                length: newest.size,
-            },
-            patch,
-        });
+            .find(|patch| *patch.from_hex == *installed.sha256 && patch.size < newest.size);
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json_object(
+            &mut out,
+            &[
+                ("id", Json::Text(installed.id)),
+                ("installed_version", Json::Text(installed.version_text)),
+                ("version", Json::Text(&newest.version_text)),
+                ("package", Json::Rendered(&newest.package_json)),
+                (
+                    "patch",
+                    patch.map_or(Json::Null, |patch| Json::Rendered(&patch.json)),
+                ),
+            ],
+        );
     }
-    Ok(Json(UpdateCheckResponse {
-        updates,
-        revocations,
-        metadata_url: format!("{download_base}/tuf/"),
-    }))
+    out.extend_from_slice(b"],\"revocations\":");
+    serde_json::to_writer(&mut out, &revocations).map_err(ApiError::internal)?;
+    out.extend_from_slice(b",\"metadata_url\":");
+    write_json_string(&mut out, &format!("{}/tuf/", app.download_base()));
+    out.push(b'}');
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        out,
+    )
+        .into_response())
 }

@@ -4,6 +4,8 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use plugstore_server::controllers::updates::UpdateCheckResponse;
+
 use crate::both_stacks;
 use crate::deltas::{noise, payload, publish};
 use crate::harness::{TestApp, TestUser};
@@ -34,7 +36,13 @@ async fn check(app: &TestApp, body: Value) -> Value {
         "{}",
         String::from_utf8_lossy(&response.body)
     );
-    response.json()
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    // The rendered answer has exactly the documented shape.
+    let typed: UpdateCheckResponse = serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&response.body)));
+    let value = response.json();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), value);
+    value
 }
 
 /// Applies the change feed, as the replica's follower task does every half second.
