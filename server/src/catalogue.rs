@@ -51,12 +51,11 @@ pub struct PluginOffers {
 pub struct OfferedVersion {
     /// The version.
     pub version: Version,
-    /// The version as text.
-    pub version_text: Box<str>,
     /// The package digest, bare lowercase hex (what hosts send).
     pub digest_hex: Box<str>,
-    /// The answer's `package` object (`DownloadTarget`), as JSON.
-    pub package_json: Box<str>,
+    /// The answer's `"version":…,"package":{…}` members of an update (`OfferedUpdate`), as
+    /// JSON.
+    pub version_and_package_json: Box<str>,
     /// Published, yanked or revoked.
     pub state: ReleaseState,
     /// Its length.
@@ -187,6 +186,19 @@ impl Catalogue {
         cached.missing.contains(id).then_some(None)
     }
 
+    /// [`Self::cached_plugin`] for many plugins under one read lock.
+    pub fn cached_plugins<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Vec<Option<Option<Arc<PluginOffers>>>> {
+        let cached = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        ids.map(|id| match cached.by_name.get(id) {
+            Some(offers) => Some(Some(offers.clone())),
+            None => cached.missing.contains(id).then_some(None),
+        })
+        .collect()
+    }
+
     /// The plugin's offers, from the cache or loaded now; `None` when there is no such plugin.
     ///
     /// # Errors
@@ -229,7 +241,7 @@ impl Catalogue {
             .into_iter()
             .map(|release| {
                 let digest_hex = release.digest.to_hex();
-                let package_json = json_object(&[
+                let package = json_object(&[
                     (
                         "target",
                         Json::Text(
@@ -240,6 +252,11 @@ impl Catalogue {
                     ("sha256", Json::Text(&digest_hex)),
                     ("length", Json::Number(release.size)),
                 ]);
+                let version_and_package_json = json_members(&[
+                    ("version", Json::Text(&release.version.to_string())),
+                    ("package", Json::Rendered(&package)),
+                ])
+                .into();
                 let patches = release
                     .patches
                     .iter()
@@ -248,10 +265,9 @@ impl Catalogue {
                 OfferedVersion {
                     host: release.manifest.host_compatibility().requirement().clone(),
                     platforms: release.manifest.targets().to_vec(),
-                    version_text: release.version.to_string().into(),
                     version: release.version,
+                    version_and_package_json,
                     digest_hex: digest_hex.into(),
-                    package_json: package_json.into(),
                     state: release.state,
                     size: release.size,
                     rollout_percent: release.rollout_percent,
@@ -425,6 +441,9 @@ pub enum Json<'a> {
     Number(u64),
     /// Already rendered JSON, copied as it is.
     Rendered(&'a str),
+    /// Already rendered members of the enclosing object (`"a":1,"b":2`), spliced in; the
+    /// field's own name is not written.
+    Members(&'a str),
     /// `null`.
     Null,
 }
@@ -437,12 +456,29 @@ pub fn json_object(fields: &[(&str, Json<'_>)]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Renders the members of a JSON object (`"a":1,"b":2`), to be spliced into one.
+pub fn json_members(fields: &[(&str, Json<'_>)]) -> String {
+    let mut out = Vec::with_capacity(64 * fields.len());
+    write_json_members(&mut out, fields);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Appends a JSON object with its fields in the given order to `out`.
 pub fn write_json_object(out: &mut Vec<u8>, fields: &[(&str, Json<'_>)]) {
     out.push(b'{');
+    write_json_members(out, fields);
+    out.push(b'}');
+}
+
+/// Appends the members of a JSON object, without its braces.
+pub fn write_json_members(out: &mut Vec<u8>, fields: &[(&str, Json<'_>)]) {
     for (i, (name, value)) in fields.iter().enumerate() {
         if i > 0 {
             out.push(b',');
+        }
+        if let Json::Members(members) = value {
+            out.extend_from_slice(members.as_bytes());
+            continue;
         }
         write_json_string(out, name);
         out.push(b':');
@@ -451,11 +487,10 @@ pub fn write_json_object(out: &mut Vec<u8>, fields: &[(&str, Json<'_>)]) {
             Json::Number(number) => {
                 let _ = write!(out, "{number}");
             }
-            Json::Rendered(json) => out.extend_from_slice(json.as_bytes()),
+            Json::Rendered(json) | Json::Members(json) => out.extend_from_slice(json.as_bytes()),
             Json::Null => out.extend_from_slice(b"null"),
         }
     }
-    out.push(b'}');
 }
 
 /// Appends `text` as a JSON string.
@@ -481,6 +516,7 @@ mod tests {
                 ),
                 ("number", Json::Number(u64::MAX)),
                 ("inner", Json::Rendered("{\"a\":[1,2]}")),
+                ("ignored", Json::Members("\"spliced\":true,\"also\":2")),
                 ("nothing", Json::Null),
             ],
         );
@@ -492,6 +528,8 @@ mod tests {
                 "tricky": "quote \" backslash \\ newline \n tab \t bell \u{7} é",
                 "number": u64::MAX,
                 "inner": {"a": [1, 2]},
+                "spliced": true,
+                "also": 2,
                 "nothing": null,
             })
         );

@@ -276,9 +276,12 @@ pub async fn check_updates(
         beta: check.beta,
         install_id: &request.install_id,
     };
+    let cached = app
+        .catalogue
+        .cached_plugins(check.installed.iter().map(|installed| installed.id));
     let mut plugins = Vec::with_capacity(check.installed.len());
-    for installed in &check.installed {
-        let offers = match app.catalogue.cached_plugin(installed.id) {
+    for (installed, cached) in check.installed.iter().zip(cached) {
+        let offers = match cached {
             Some(cached) => cached,
             None => {
                 let (publisher, name) = installed.id.split_once('/').unwrap_or_default();
@@ -336,8 +339,8 @@ pub async fn check_updates(
             &[
                 ("id", Json::Text(installed.id)),
                 ("installed_version", Json::Text(installed.version_text)),
-                ("version", Json::Text(&newest.version_text)),
-                ("package", Json::Rendered(&newest.package_json)),
+                // `"version":…,"package":{…}`, rendered by the catalogue.
+                ("", Json::Members(&newest.version_and_package_json)),
                 (
                     "patch",
                     patch.map_or(Json::Null, |patch| Json::Rendered(&patch.json)),
