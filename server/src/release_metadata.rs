@@ -57,6 +57,10 @@ const LEASE_SECS: i64 = 60;
 /// How long change-feed rows are kept: far longer than any replica lags.
 const FEED_RETENTION_SECS: i64 = 24 * 60 * 60;
 
+/// How long superseded metadata files are kept: far longer than a client takes to update
+/// or a cache keeps `timestamp.json`.
+const METADATA_RETENTION_SECS: i64 = 24 * 60 * 60;
+
 /// Pending changes signed per round (one snapshot and timestamp per round).
 const PENDING_PER_ROUND: i64 = 1000;
 
@@ -278,7 +282,7 @@ pub async fn run_once(app: &AppState, owner: &str) -> anyhow::Result<usize> {
     let Some(mut state) = load_state(app).await? else {
         return Ok(0);
     };
-    prune_change_feed(app, now_db).await?;
+    prune_hourly(app, now_db).await?;
     let keys = &app.release_keys.keys.online;
     let now = UnixTime::now();
     let pending: Vec<(i64, i64)> =
@@ -343,8 +347,9 @@ pub async fn run_once(app: &AppState, owner: &str) -> anyhow::Result<usize> {
     Ok(changed_plugins.len().max(1))
 }
 
-/// Feed rows every replica has long read are deleted, at most hourly.
-async fn prune_change_feed(app: &AppState, now: i64) -> anyhow::Result<()> {
+/// Hourly housekeeping: feed rows every replica has long read, and metadata files no client
+/// can still need.
+async fn prune_hourly(app: &AppState, now: i64) -> anyhow::Result<()> {
     static LAST_PRUNE: AtomicI64 = AtomicI64::new(0);
     if now - LAST_PRUNE.load(Ordering::Relaxed) < 3600 {
         return Ok(());
@@ -354,7 +359,29 @@ async fn prune_change_feed(app: &AppState, now: i64) -> anyhow::Result<()> {
         .bind(now - FEED_RETENTION_SECS)
         .execute(&app.db.pool)
         .await?;
+    let pruned = prune_metadata(app, now - METADATA_RETENTION_SECS).await?;
+    if pruned > 0 {
+        tracing::info!(files = pruned, "pruned superseded release metadata");
+    }
     Ok(())
+}
+
+/// Deletes the metadata files written before `cutoff` that the current metadata no longer
+/// names: superseded bins, targets, snapshots and timestamps. A client always starts from the
+/// newest `timestamp.json` and follows the versions it names, so an older file is only read by
+/// a client that was mid-update (or a cache) when it was superseded; the retention covers
+/// them. Roots are kept forever: a host pinned to root 1 walks every root to the current one.
+///
+/// # Errors
+/// Database failures.
+pub async fn prune_metadata(app: &AppState, cutoff: i64) -> anyhow::Result<u64> {
+    let pruned = sqlx::query(
+        "DELETE FROM tuf_files WHERE role <> 'root' AND created_at < $1          AND name NOT IN (SELECT file_name FROM tuf_bins)          AND name NOT IN (SELECT targets_file FROM tuf_repository)          AND name NOT IN (SELECT snapshot_file FROM tuf_repository)          AND name NOT IN (SELECT timestamp_file FROM tuf_repository)",
+    )
+    .bind(cutoff)
+    .execute(&app.db.pool)
+    .await?;
+    Ok(pruned.rows_affected())
 }
 
 /// The whole content of one bin: every target of every plugin in it.

@@ -49,6 +49,13 @@ async fn served_metadata(app: &TestApp) -> ServedMetadata {
     ServedMetadata(files)
 }
 
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(&app.app.db.pool)
+        .await
+        .unwrap()
+}
+
 /// Signs everything pending, as the background job does.
 async fn sign_pending(app: &TestApp) {
     while plugstore_server::release_metadata::run_once(&app.app, "test-replica")
@@ -197,5 +204,23 @@ both_stacks! {
         assert_eq!(state.target_info(&mut fetch, &hello(), &Version::new(1, 1, 0), now).unwrap().state(), Some(VersionState::Blocked));
         // The patch to a version hosts must not install is no longer listed.
         assert!(state.target(&mut fetch, &patch_path, now).is_err());
+
+        // Superseded files older than the retention go; what the current metadata names, and
+        // every root, stays, and a newly pinned client still verifies everything.
+        let before = count(&app, "SELECT COUNT(*) FROM tuf_files").await;
+        let in_future = plugstore_server::db::now() + 10;
+        assert_eq!(plugstore_server::release_metadata::prune_metadata(&app.app, 0).await.unwrap(), 0, "nothing is old enough yet");
+        let pruned = plugstore_server::release_metadata::prune_metadata(&app.app, in_future).await.unwrap();
+        assert!(pruned > 0, "rounds superseded bins, snapshots and timestamps");
+        assert_eq!(count(&app, "SELECT COUNT(*) FROM tuf_files").await, before - pruned as i64);
+        assert_eq!(count(&app, "SELECT COUNT(*) FROM tuf_files WHERE role = 'root'").await, 1);
+        // Every bin, and targets, snapshot and timestamp: exactly the current files remain.
+        assert_eq!(count(&app, "SELECT COUNT(*) FROM tuf_files WHERE role <> 'root'").await, 4096 + 3);
+        let mut fresh = TrustedState::new(&root).unwrap();
+        let mut fetch = served_metadata(&app).await;
+        fresh.refresh(&mut fetch, now).unwrap();
+        assert_eq!(fresh.target_info(&mut fetch, &hello(), &Version::new(1, 0, 0), now).unwrap().state(), Some(VersionState::Blocked));
+        // The client that followed along all the time keeps going too.
+        state.refresh(&mut fetch, now).unwrap();
     }
 }
