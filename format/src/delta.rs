@@ -27,6 +27,9 @@ use std::io::{self, Read, Write};
 /// The first eight bytes of every patch.
 pub const MAGIC: &[u8; 8] = b"BSDIFF4Z";
 
+/// The format's name where patches are described (the `format` of a TUF patch target).
+pub const FORMAT_ID: &str = "bsdiff4z";
+
 /// Bytes before the control stream: magic and three lengths.
 const HEADER_LEN: usize = 32;
 

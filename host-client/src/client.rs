@@ -370,6 +370,18 @@ struct Inner {
     install_lock: Mutex<()>,
 }
 
+impl Inner {
+    /// What the verification steps need to know of this client at `now`.
+    fn check_context(&self, now: UnixTime) -> CheckContext<'_> {
+        CheckContext {
+            host: &self.host,
+            channel: self.channel,
+            base_url: &self.base_url,
+            now,
+        }
+    }
+}
+
 /// A store client for one host application and install directory. Cheap to clone; clones
 /// share the trusted metadata.
 #[derive(Clone, Debug)]
@@ -459,12 +471,7 @@ impl Client {
         let inner = self.inner.clone();
         let (updates, refusals, revocations) = self
             .with_refreshed(move |state, fetch, now| {
-                let context = CheckContext {
-                    host: &inner.host,
-                    channel: inner.channel,
-                    base_url: &inner.base_url,
-                    now,
-                };
+                let context = inner.check_context(now);
                 let (updates, refusals) =
                     check_offers(state, fetch, &context, &answer.updates, &installed);
                 let revocations =
@@ -489,12 +496,7 @@ impl Client {
         let inner = self.inner.clone();
         let revocations = self
             .with_refreshed(move |state, fetch, now| {
-                let context = CheckContext {
-                    host: &inner.host,
-                    channel: inner.channel,
-                    base_url: &inner.base_url,
-                    now,
-                };
+                let context = inner.check_context(now);
                 confirmed_revocations(state, fetch, &context, &[], &installed)
             })
             .await??;
@@ -603,12 +605,7 @@ impl Client {
             .map(|state| state.current.sha256);
         let (plugin, wanted) = (id.clone(), version.clone());
         self.with_refreshed(move |state, fetch, now| {
-            let context = CheckContext {
-                host: &inner.host,
-                channel: inner.channel,
-                base_url: &inner.base_url,
-                now,
-            };
+            let context = inner.check_context(now);
             verified_package(state, fetch, &context, &plugin, &wanted, installed, None)
         })
         .await?
@@ -635,12 +632,7 @@ impl Client {
         let plugin = id.clone();
         Ok(self
             .with_refreshed(move |state, fetch, now| {
-                let context = CheckContext {
-                    host: &inner.host,
-                    channel: inner.channel,
-                    base_url: &inner.base_url,
-                    now,
-                };
+                let context = inner.check_context(now);
                 latest_installable(state, fetch, &context, &plugin)
             })
             .await??)

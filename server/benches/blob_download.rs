@@ -6,12 +6,12 @@
 //! `cargo bench -p plugstore-server --bench blob_download`. Settings: BENCH_SECONDS (10),
 //! BENCH_CONNECTIONS (16), BENCH_ROUNDS (2; alternating, best of each kept).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 mod support;
 
-use support::{Process, env_or, free_port, start_nginx, wait_for};
+use support::{env_or, free_port, start_nginx, start_store, wait_for};
 
 const BLOB_SIZE: usize = 10 * 1024 * 1024;
 const SERVER: &str = env!("CARGO_BIN_EXE_plugstore-server");
@@ -92,21 +92,7 @@ fn main() {
     std::fs::write(www.join(digest.to_hex()), &bytes).expect("nginx copy");
 
     let store_port = free_port();
-    let server = Process(
-        Command::new(SERVER)
-            .current_dir(dir.path())
-            .args([
-                "--data-dir",
-                &data.display().to_string(),
-                "--bind",
-                &format!("127.0.0.1:{store_port}"),
-            ])
-            .env("PLUGSTORE_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("plugstore-server"),
-    );
+    let server = start_store(SERVER, dir.path(), &data, store_port, &[]);
     let nginx_port = free_port();
     let _nginx = start_nginx(&dir.path().join("nginx"), nginx_port);
     let path = format!("/blobs/sha256/{}", digest.to_hex());

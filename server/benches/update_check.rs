@@ -13,14 +13,14 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use plugstore_server::db::Database;
 
 mod support;
 
-use support::{Process, env_or, free_port, start_nginx, wait_for};
+use support::{env_or, free_port, start_nginx, start_store, wait_for};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_plugstore-server");
 const VERSIONS_PER_PLUGIN: u64 = 10;
@@ -274,23 +274,16 @@ fn measure(plugins: u64, behind: usize, seconds: u64, connections: u64, rounds: 
     let script = lua_script(dir.path(), &bodies);
 
     let store_port = free_port();
-    let server = Process(
-        Command::new(SERVER)
-            .current_dir(dir.path())
-            .args([
-                "--data-dir",
-                &data.display().to_string(),
-                "--bind",
-                &format!("127.0.0.1:{store_port}"),
-            ])
-            .env("PLUGSTORE_LOG_LEVEL", "warn")
-            .env("PLUGSTORE_SCAN_POLICY", "publish")
-            .env("PLUGSTORE_TUF_ENABLED", "false")
-            .env("PLUGSTORE_DELTAS_ENABLED", "false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("plugstore-server"),
+    let server = start_store(
+        SERVER,
+        dir.path(),
+        &data,
+        store_port,
+        &[
+            ("PLUGSTORE_SCAN_POLICY", "publish"),
+            ("PLUGSTORE_TUF_ENABLED", "false"),
+            ("PLUGSTORE_DELTAS_ENABLED", "false"),
+        ],
     );
     let store_url = format!("http://127.0.0.1:{store_port}/api/v1/updates/check");
     wait_for(&format!("http://127.0.0.1:{store_port}/healthz"));

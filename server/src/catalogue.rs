@@ -176,17 +176,8 @@ impl Catalogue {
         }
     }
 
-    /// The cached offers of `id` (`publisher/name`), if the cache holds it: `Some(None)` when
-    /// it is known not to exist, `None` when it must be loaded.
-    pub fn cached_plugin(&self, id: &str) -> Option<Option<Arc<PluginOffers>>> {
-        let cached = self.entries.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(offers) = cached.by_name.get(id) {
-            return Some(Some(offers.clone()));
-        }
-        cached.missing.contains(id).then_some(None)
-    }
-
-    /// [`Self::cached_plugin`] for many plugins under one read lock.
+    /// The cached offers of each id (`publisher/name`), under one read lock: `Some(None)` when
+    /// a plugin is known not to exist, `None` when it must be loaded.
     pub fn cached_plugins<'a>(
         &self,
         ids: impl Iterator<Item = &'a str>,
@@ -209,7 +200,7 @@ impl Catalogue {
         id: &PluginId,
     ) -> anyhow::Result<Option<Arc<PluginOffers>>> {
         let name = id.to_string();
-        if let Some(cached) = self.cached_plugin(&name) {
+        if let Some(Some(cached)) = self.cached_plugins(std::iter::once(name.as_str())).pop() {
             return Ok(cached);
         }
         let generation = self.generation.load(Ordering::Acquire);
@@ -287,15 +278,6 @@ impl Catalogue {
         format!("{}/blobs/sha256/{hex}", self.download_base)
     }
 
-    /// How many plugins are cached.
-    pub fn cached(&self) -> usize {
-        self.entries
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_name
-            .len()
-    }
-
     /// Reads the change feed and drops the entries it names; returns how many changes were new.
     ///
     /// # Errors
@@ -325,15 +307,15 @@ impl Catalogue {
         }
         let now = crate::db::now();
         let mut feed = self.feed.lock().unwrap_or_else(PoisonError::into_inner);
-        let fresh: HashSet<i64> = rows
+        let new_rows: Vec<&(i64, i64, i64)> = rows
             .iter()
             .filter(|(seq, ..)| !feed.applied.contains(seq))
+            .collect();
+        let new_changes = new_rows.len();
+        let fresh: HashSet<i64> = new_rows
+            .iter()
             .map(|(_, _, plugin_id)| *plugin_id)
             .collect();
-        let new_changes = rows
-            .iter()
-            .filter(|(seq, ..)| !feed.applied.contains(seq))
-            .count();
         if !fresh.is_empty() {
             self.generation.fetch_add(1, Ordering::AcqRel);
             let mut cached = self.entries.write().unwrap_or_else(PoisonError::into_inner);

@@ -48,9 +48,6 @@ use crate::blobs::BlobDigest;
 use crate::db;
 use crate::releases::{self, PluginKey, PluginReleases, ReleaseState};
 
-/// The delta format id in patch targets.
-pub const PATCH_FORMAT: &str = "bsdiff4z";
-
 /// How long a replica holds the signing lease without renewing it.
 const LEASE_SECS: i64 = 60;
 
@@ -293,7 +290,7 @@ pub async fn run_once(app: &AppState, owner: &str) -> anyhow::Result<usize> {
     let plan = state.due_for_refresh(now);
     let mut changed_bins: BTreeSet<BinName> = plan.bins.iter().copied().collect();
     let changed_plugins: BTreeSet<i64> = pending.iter().map(|(_, plugin)| *plugin).collect();
-    let mut loaded: HashMap<i64, PluginReleases> = HashMap::new();
+    let mut round = RoundCache::default();
     for plugin_db_id in &changed_plugins {
         let Some(plugin) = releases::load(&app.db.pool, PluginKey::DbId(*plugin_db_id)).await?
         else {
@@ -308,14 +305,14 @@ pub async fn run_once(app: &AppState, owner: &str) -> anyhow::Result<usize> {
         .execute(&app.db.pool)
         .await?;
         changed_bins.insert(bin);
-        loaded.insert(*plugin_db_id, plugin);
+        round.plugins.insert(*plugin_db_id, plugin);
     }
 
     let mut files = Vec::new();
     if !changed_bins.is_empty() {
         let mut contents = BTreeMap::new();
         for bin in &changed_bins {
-            contents.insert(*bin, bin_entries(app, *bin, &mut loaded).await?);
+            contents.insert(*bin, bin_entries(app, *bin, &mut round).await?);
         }
         files.extend(state.update_bins(keys, &contents, now)?);
     }
@@ -384,11 +381,19 @@ pub async fn prune_metadata(app: &AppState, cutoff: i64) -> anyhow::Result<u64> 
     Ok(pruned.rows_affected())
 }
 
+/// What one signing round has read or stored, so a plugin is loaded once and a certificate
+/// chain shared by many versions is checked in the blob store once, not per version and bin.
+#[derive(Default)]
+struct RoundCache {
+    plugins: HashMap<i64, PluginReleases>,
+    chains: HashMap<BlobDigest, ChainReference>,
+}
+
 /// The whole content of one bin: every target of every plugin in it.
 async fn bin_entries(
     app: &AppState,
     bin: BinName,
-    loaded: &mut HashMap<i64, PluginReleases>,
+    round: &mut RoundCache,
 ) -> anyhow::Result<Vec<TargetEntry>> {
     let members: Vec<i64> = sqlx::query_scalar(
         "SELECT plugin_id FROM tuf_bin_members WHERE bin = $1 ORDER BY plugin_id",
@@ -398,14 +403,14 @@ async fn bin_entries(
     .await?;
     let mut entries = Vec::new();
     for plugin_db_id in members {
-        if let std::collections::hash_map::Entry::Vacant(slot) = loaded.entry(plugin_db_id)
+        if let std::collections::hash_map::Entry::Vacant(slot) = round.plugins.entry(plugin_db_id)
             && let Some(plugin) =
                 releases::load(&app.db.pool, PluginKey::DbId(plugin_db_id)).await?
         {
             slot.insert(plugin);
         }
-        if let Some(plugin) = loaded.get(&plugin_db_id) {
-            entries.extend(plugin_entries(app, plugin).await?);
+        if let Some(plugin) = round.plugins.get(&plugin_db_id) {
+            entries.extend(plugin_entries(app, plugin, &mut round.chains).await?);
         }
     }
     Ok(entries)
@@ -413,10 +418,10 @@ async fn bin_entries(
 
 /// Every bin's content, for moving the bins to a new key.
 async fn all_bin_entries(app: &AppState) -> anyhow::Result<BTreeMap<BinName, Vec<TargetEntry>>> {
-    let mut loaded = HashMap::new();
+    let mut round = RoundCache::default();
     let mut all = BTreeMap::new();
     for bin in BinName::all() {
-        all.insert(bin, bin_entries(app, bin, &mut loaded).await?);
+        all.insert(bin, bin_entries(app, bin, &mut round).await?);
     }
     Ok(all)
 }
@@ -425,10 +430,11 @@ async fn all_bin_entries(app: &AppState) -> anyhow::Result<BTreeMap<BinName, Vec
 async fn plugin_entries(
     app: &AppState,
     plugin: &PluginReleases,
+    chains: &mut HashMap<BlobDigest, ChainReference>,
 ) -> anyhow::Result<Vec<TargetEntry>> {
     let mut entries = Vec::new();
     for release in &plugin.releases {
-        match release_entries(app, plugin, release).await {
+        match release_entries(app, plugin, release, chains).await {
             Ok(release_entries) => entries.extend(release_entries),
             // A stored row that no longer parses is a bug; the plugin's other versions are
             // still signed rather than none, and the round is not stuck on it.
@@ -448,89 +454,98 @@ async fn release_entries(
     app: &AppState,
     plugin: &PluginReleases,
     release: &crate::releases::Release,
+    chains: &mut HashMap<BlobDigest, ChainReference>,
 ) -> anyhow::Result<Vec<TargetEntry>> {
     let mut entries = Vec::new();
-    {
-        let state = match release.state {
-            ReleaseState::Published => VersionState::Published,
-            ReleaseState::Yanked => VersionState::Yanked,
-            ReleaseState::Revoked { .. } => VersionState::Blocked,
-        };
-        let envelope = SignatureEnvelope::from_json(release.envelope_json.as_bytes())
-            .with_context(|| {
-                format!(
-                    "the stored signature of {}@{} does not parse",
-                    plugin.id, release.version
-                )
-            })?;
-        let chain = store_chain(app, &envelope.certificate_chain).await?;
-        let leaf_sha256: CertFingerprint = release.signer_fingerprint.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "the stored signer fingerprint of {}@{} does not parse",
-                plugin.id,
-                release.version
+    let state = match release.state {
+        ReleaseState::Published => VersionState::Published,
+        ReleaseState::Yanked => VersionState::Yanked,
+        ReleaseState::Revoked { .. } => VersionState::Blocked,
+    };
+    let envelope =
+        SignatureEnvelope::from_json(release.envelope_json.as_bytes()).with_context(|| {
+            format!(
+                "the stored signature of {}@{} does not parse",
+                plugin.id, release.version
             )
         })?;
-        let manifest = &release.manifest;
-        let package = PackageTarget {
-            state,
-            plugin_kind: manifest.kind(),
-            platforms: manifest.targets().to_vec(),
-            host: manifest.host_compatibility().clone(),
-            capabilities: manifest.capabilities().to_vec(),
-            developer: DeveloperSignature {
-                algorithm: envelope.algorithm,
-                signature: envelope.signature.clone(),
-                leaf_sha256,
-                chain,
-            },
-            published_at: UnixTime::from_seconds(release.accepted_at),
-        };
+    let chain = store_chain(app, &envelope.certificate_chain, chains).await?;
+    let leaf_sha256: CertFingerprint = release.signer_fingerprint.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "the stored signer fingerprint of {}@{} does not parse",
+            plugin.id,
+            release.version
+        )
+    })?;
+    let manifest = &release.manifest;
+    let package = PackageTarget {
+        state,
+        plugin_kind: manifest.kind(),
+        platforms: manifest.targets().to_vec(),
+        host: manifest.host_compatibility().clone(),
+        capabilities: manifest.capabilities().to_vec(),
+        developer: DeveloperSignature {
+            algorithm: envelope.algorithm,
+            signature: envelope.signature,
+            leaf_sha256,
+            chain,
+        },
+        published_at: UnixTime::from_seconds(release.accepted_at),
+    };
+    entries.push(TargetEntry {
+        path: TargetPath::package(plugin.id.clone(), release.version.clone()),
+        length: release.size,
+        sha256: Sha256::from_bytes(*release.digest.as_bytes()),
+        custom: PluginTarget {
+            plugin: plugin.id.clone(),
+            version: release.version.clone(),
+            detail: TargetDetail::Package(package),
+        },
+    });
+    for patch in &release.patches {
         entries.push(TargetEntry {
-            path: TargetPath::package(plugin.id.clone(), release.version.clone()),
-            length: release.size,
-            sha256: Sha256::from_bytes(*release.digest.as_bytes()),
+            path: TargetPath::patch(plugin.id.clone(), release.version.clone(), patch.from),
+            length: patch.size,
+            sha256: Sha256::from_bytes(*patch.digest.as_bytes()),
             custom: PluginTarget {
                 plugin: plugin.id.clone(),
                 version: release.version.clone(),
-                detail: TargetDetail::Package(package),
+                detail: TargetDetail::Patch(PatchTarget {
+                    from: patch.from,
+                    to: release.digest,
+                    format: plugstore_format::delta::FORMAT_ID.to_owned(),
+                }),
             },
         });
-        for patch in &release.patches {
-            entries.push(TargetEntry {
-                path: TargetPath::patch(plugin.id.clone(), release.version.clone(), patch.from),
-                length: patch.size,
-                sha256: Sha256::from_bytes(*patch.digest.as_bytes()),
-                custom: PluginTarget {
-                    plugin: plugin.id.clone(),
-                    version: release.version.clone(),
-                    detail: TargetDetail::Patch(PatchTarget {
-                        from: patch.from,
-                        to: release.digest,
-                        format: PATCH_FORMAT.to_owned(),
-                    }),
-                },
-            });
-        }
     }
     Ok(entries)
 }
 
 /// Stores a certificate chain as a PEM blob (leaf first) and returns its reference. Every
-/// version signed with one certificate shares the blob.
-async fn store_chain(app: &AppState, chain: &[Vec<u8>]) -> anyhow::Result<ChainReference> {
+/// version signed with one certificate shares the blob; `stored` holds the chains this round
+/// already made sure of.
+async fn store_chain(
+    app: &AppState,
+    chain: &[Vec<u8>],
+    stored: &mut HashMap<BlobDigest, ChainReference>,
+) -> anyhow::Result<ChainReference> {
     let pem = chain_pem(chain);
     let digest = BlobDigest::of(pem.as_bytes());
+    if let Some(reference) = stored.get(&digest) {
+        return Ok(*reference);
+    }
     if app.blobs.size_of(&digest).await?.is_none() {
         app.blobs
             .put(&mut pem.as_bytes(), Some(&digest), None)
             .await
             .context("storing a certificate chain blob")?;
     }
-    Ok(ChainReference {
+    let reference = ChainReference {
         sha256: Sha256::from_bytes(*digest.as_bytes()),
         length: pem.len() as u64,
-    })
+    };
+    stored.insert(digest, reference);
+    Ok(reference)
 }
 
 /// PEM text of DER certificates, 64 characters a line as RFC 7468 asks.

@@ -51,6 +51,32 @@ pub fn wait_for(url: &str) {
     panic!("{url} did not come up");
 }
 
+/// Starts `plugstore-server` (`binary`) on `port` with its data in `data`, logging only
+/// warnings, with `env` (`PLUGSTORE_*` settings) added.
+pub fn start_store(
+    binary: &str,
+    dir: &Path,
+    data: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> Process {
+    let child = Command::new(binary)
+        .current_dir(dir)
+        .args([
+            "--data-dir",
+            &data.display().to_string(),
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("PLUGSTORE_LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("plugstore-server");
+    Process(child)
+}
+
 /// Starts nginx on `port`, serving `root/www`, with its own configuration, pid and temp files
 /// under `root` (the system nginx is left alone).
 pub fn start_nginx(root: &Path, port: u16) -> Process {

@@ -91,20 +91,27 @@ async fn rollout(app: &TestApp, owner: &TestUser, percent: u8, paused: bool) {
     follow_changes(app).await;
 }
 
-/// How many of 100 installs on 1.0.0 are offered the update.
-async fn offered(app: &TestApp, v1: &[u8]) -> usize {
-    let mut count = 0;
+/// Which of 100 installs on 1.0.0 (`install-0000` to `install-0099`) are offered the update.
+async fn offered_installs(app: &TestApp, v1: &[u8]) -> Vec<bool> {
+    let mut offered = Vec::with_capacity(100);
     for i in 0..100 {
         let body = request(
             &[("acme/hello", "1.0.0", v1)],
             "stable",
             &format!("install-{i:04}"),
         );
-        if check(app, body).await["updates"].as_array().unwrap().len() == 1 {
-            count += 1;
-        }
+        offered.push(check(app, body).await["updates"].as_array().unwrap().len() == 1);
     }
-    count
+    offered
+}
+
+/// How many of those 100 installs are offered the update.
+async fn offered(app: &TestApp, v1: &[u8]) -> usize {
+    offered_installs(app, v1)
+        .await
+        .into_iter()
+        .filter(|got| *got)
+        .count()
 }
 
 both_stacks! {
@@ -189,20 +196,11 @@ both_stacks! {
         let share = offered(&app, &v1).await;
         assert!((15..=45).contains(&share), "30% rollout reached {share} of 100 installs");
         // Raising the percentage keeps everyone who already had it.
-        let before: Vec<bool> = {
-            let mut got = Vec::new();
-            for i in 0..100 {
-                let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", &format!("install-{i:04}"))).await;
-                got.push(!answer["updates"].as_array().unwrap().is_empty());
-            }
-            got
-        };
+        let before = offered_installs(&app, &v1).await;
         rollout(&app, &owner, 60, false).await;
-        for (i, had) in before.iter().enumerate() {
-            if *had {
-                let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", &format!("install-{i:04}"))).await;
-                assert_eq!(answer["updates"].as_array().unwrap().len(), 1, "install {i} lost the update when the rollout grew");
-            }
+        let after = offered_installs(&app, &v1).await;
+        for (i, (had, has)) in before.iter().zip(&after).enumerate() {
+            assert!(!had || *has, "install {i} lost the update when the rollout grew");
         }
         rollout(&app, &owner, 60, true).await;
         assert_eq!(offered(&app, &v1).await, 0, "a paused rollout is offered to nobody");
