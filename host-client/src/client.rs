@@ -34,9 +34,9 @@ use crate::download::{DownloadError, DownloadPolicy, ExpectedTarget, download};
 use crate::install::{InstallDir, InstallError, InstalledPlugin, PluginState, is_valid_install_id};
 use crate::metadata::{HttpFetch, RestoreError, restore, save};
 use crate::updates::{
-    Channel, CheckContext, CheckRequest, CheckResponse, HostApp, HostWire, InstalledWire, Problem,
-    Refusal, RefusalReason, Revocation, UpdateCheck, VerifiedPackage, VerifiedUpdate, check_offers,
-    confirmed_revocations, latest_installable, verified_package,
+    Channel, CheckContext, CheckRequest, CheckResponse, HostApp, HostWire, InstallReason,
+    InstalledWire, Problem, Refusal, RefusalReason, Revocation, UpdateCheck, VerifiedPackage,
+    VerifiedUpdate, check_offers, confirmed_revocations, latest_installable, verified_package,
 };
 
 /// Most installed plugins one update-check request reports (the API's limit); more are
@@ -431,6 +431,7 @@ impl Client {
             metadata_base: self.inner.metadata_base.clone(),
             handle: Handle::current(),
             timeout: self.inner.request_timeout,
+            rate: self.inner.download_policy.clone(),
         };
         let install_dir = self.inner.install_dir.clone();
         let (state, result) = tokio::task::spawn_blocking(move || {
@@ -578,7 +579,9 @@ impl Client {
         progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Installed, ClientError> {
         let package = &update.package;
-        let fresh = self.verify_now(&package.id, &package.version).await?;
+        let fresh = self
+            .verify_now(InstallReason::Update, &package.id, &package.version)
+            .await?;
         if fresh.package.sha256 != package.package.sha256
             || fresh.package.length != package.package.length
         {
@@ -594,6 +597,7 @@ impl Client {
     /// Looks `version` of `id` up in freshly refreshed metadata, with every install check.
     async fn verify_now(
         &self,
+        reason: InstallReason,
         id: &PluginId,
         version: &Version,
     ) -> Result<VerifiedPackage, ClientError> {
@@ -606,21 +610,25 @@ impl Client {
         let (plugin, wanted) = (id.clone(), version.clone());
         self.with_refreshed(move |state, fetch, now| {
             let context = inner.check_context(now);
-            verified_package(state, fetch, &context, &plugin, &wanted, installed, None)
+            verified_package(
+                state, fetch, &context, reason, &plugin, &wanted, installed, None,
+            )
         })
         .await?
         .map_err(|reason| refused(id, version, reason))
     }
 
     /// Installs `version` of `id` (a first install, or a pinned version): it must be listed
-    /// in the signed metadata as published, for this platform and host version.
+    /// in the signed metadata as published or yanked (yanked versions stay installable when
+    /// asked for by version, as a lock file would; they are never offered as updates), for
+    /// this platform and host version. Blocked versions are refused.
     pub async fn install(
         &self,
         id: &PluginId,
         version: &Version,
         progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Installed, ClientError> {
-        let package = self.verify_now(id, version).await?;
+        let package = self.verify_now(InstallReason::Pinned, id, version).await?;
         self.install_verified(&package, progress).await
     }
 

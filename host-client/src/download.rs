@@ -218,17 +218,9 @@ async fn fetch_into(
     }
     progress(have, length);
     let mut body = response.bytes_stream();
-    let mut window_start = Instant::now();
-    let mut window_bytes = 0u64;
-    let minimum = policy.min_bytes_per_sec * policy.rate_window.as_secs().max(1);
-    loop {
-        let remaining = policy.rate_window.saturating_sub(window_start.elapsed());
-        let next = tokio::time::timeout(remaining, body.next()).await;
-        let chunk = match next {
-            Ok(Some(chunk)) => chunk?,
-            Ok(None) => break,
-            Err(_) => Vec::new().into(),
-        };
+    let mut rate = RateFloor::new(policy);
+    while let Some(chunk) = rate.next_chunk(&mut body).await {
+        let chunk = chunk?;
         if have + chunk.len() as u64 > length {
             // Keep what fits: it may be right, and the hash decides.
             let fits = usize::try_from(length - have).unwrap_or(0);
@@ -238,19 +230,10 @@ async fn fetch_into(
         }
         file.write_all(&chunk).await?;
         have += chunk.len() as u64;
-        window_bytes += chunk.len() as u64;
         progress(have, length);
-        if window_start.elapsed() >= policy.rate_window {
-            if window_bytes < minimum {
-                file.flush().await?;
-                return Err(DownloadError::SlowRetrieval {
-                    received: window_bytes,
-                    window: policy.rate_window,
-                    min_bytes_per_sec: policy.min_bytes_per_sec,
-                });
-            }
-            window_start = Instant::now();
-            window_bytes = 0;
+        if let Err(slow) = rate.received(chunk.len()) {
+            file.flush().await?;
+            return Err(slow);
         }
     }
     file.flush().await?;
@@ -262,6 +245,65 @@ async fn fetch_into(
         });
     }
     Ok(())
+}
+
+/// The minimum transfer rate of one response body (slow retrieval): its bytes are counted in
+/// windows of the policy's `rate_window`, and a window that brings fewer than
+/// `min_bytes_per_sec` per second ends the transfer. A window in which nothing arrives at all
+/// ends when the window does, not when the next byte comes.
+pub(crate) struct RateFloor {
+    window: Duration,
+    min_bytes_per_sec: u64,
+    /// Bytes one window must bring.
+    minimum: u64,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl RateFloor {
+    pub(crate) fn new(policy: &DownloadPolicy) -> Self {
+        Self {
+            window: policy.rate_window,
+            min_bytes_per_sec: policy.min_bytes_per_sec,
+            minimum: policy.min_bytes_per_sec * policy.rate_window.as_secs().max(1),
+            window_start: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// The body's next chunk; an empty one when the window ran out waiting (pass it to
+    /// [`RateFloor::received`], which then decides); `None` at the end of the body.
+    pub(crate) async fn next_chunk<S>(
+        &self,
+        body: &mut S,
+    ) -> Option<Result<bytes::Bytes, reqwest::Error>>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Unpin,
+    {
+        let remaining = self.window.saturating_sub(self.window_start.elapsed());
+        match tokio::time::timeout(remaining, body.next()).await {
+            Ok(next) => next,
+            Err(_) => Some(Ok(bytes::Bytes::new())),
+        }
+    }
+
+    /// Counts `len` bytes; fails when a window closed below the minimum.
+    pub(crate) fn received(&mut self, len: usize) -> Result<(), DownloadError> {
+        self.window_bytes += len as u64;
+        if self.window_start.elapsed() < self.window {
+            return Ok(());
+        }
+        if self.window_bytes < self.minimum {
+            return Err(DownloadError::SlowRetrieval {
+                received: self.window_bytes,
+                window: self.window,
+                min_bytes_per_sec: self.min_bytes_per_sec,
+            });
+        }
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
 }
 
 /// SHA-256 of a file, read in chunks.

@@ -14,13 +14,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use plugstore_tuf::client::{Fetch, FetchError, TrustedState};
 use plugstore_tuf::error::VerificationError;
 use plugstore_tuf::root::VerifiedRoot;
 use reqwest::StatusCode;
 use tokio::runtime::Handle;
 
+use crate::download::{DownloadPolicy, RateFloor};
 use crate::install::write_atomically;
 
 /// Most root versions followed when reading the saved chain back (as in the TUF client).
@@ -33,15 +33,22 @@ pub(crate) struct HttpFetch {
     /// Ends with `/`.
     pub(crate) metadata_base: String,
     pub(crate) handle: Handle,
-    /// Longest a whole metadata request may take (slow retrieval of metadata).
+    /// Longest a whole metadata request may take.
     pub(crate) timeout: Duration,
+    /// The minimum transfer rate, as for packages (slow retrieval of metadata).
+    pub(crate) rate: DownloadPolicy,
 }
 
 impl Fetch for HttpFetch {
     fn fetch(&mut self, name: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
         let url = format!("{}{name}", self.metadata_base);
-        self.handle
-            .block_on(fetch_capped(&self.http, &url, max_len, self.timeout))
+        self.handle.block_on(fetch_capped(
+            &self.http,
+            &url,
+            max_len,
+            self.timeout,
+            &self.rate,
+        ))
     }
 }
 
@@ -54,12 +61,15 @@ fn failed(error: impl std::error::Error + Send + Sync + 'static) -> FetchError {
 struct Message(String);
 
 /// GETs `url`, reading at most `max_len + 1` bytes: one byte over the cap is enough for the
-/// TUF client to refuse the file as too large (endless data) without reading the rest.
+/// TUF client to refuse the file as too large (endless data) without reading the rest. A
+/// body slower than the policy's minimum rate is given up on before the whole request's
+/// `timeout` (slow retrieval).
 async fn fetch_capped(
     http: &reqwest::Client,
     url: &str,
     max_len: u64,
     timeout: Duration,
+    rate: &DownloadPolicy,
 ) -> Result<Vec<u8>, FetchError> {
     let response = http
         .get(url)
@@ -79,7 +89,8 @@ async fn fetch_capped(
     let cap = usize::try_from(max_len.saturating_add(1)).unwrap_or(usize::MAX);
     let mut bytes = Vec::new();
     let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
+    let mut rate = RateFloor::new(rate);
+    while let Some(chunk) = rate.next_chunk(&mut body).await {
         let chunk = chunk.map_err(failed)?;
         let room = cap - bytes.len();
         if chunk.len() >= room {
@@ -87,6 +98,7 @@ async fn fetch_capped(
             break;
         }
         bytes.extend_from_slice(&chunk);
+        rate.received(chunk.len()).map_err(failed)?;
     }
     Ok(bytes)
 }

@@ -287,12 +287,28 @@ impl CheckContext<'_> {
     }
 }
 
+/// Why a version is about to be installed, which decides whether a yanked one may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InstallReason {
+    /// Offered as an update: yanked versions are never offered (DESIGN.md, version
+    /// lifecycle), so an offer of one is refused.
+    Update,
+    /// Asked for by version, as a lock file pins one: a yanked version stays installable,
+    /// as a yanked crate stays usable from a Cargo.lock. Blocked versions never are.
+    Pinned,
+}
+
 /// Looks `version` of `id` up in the signed metadata and checks it can be installed on this
-/// host; `installed` is the package it would replace (for a patch).
+/// host for `reason`; `installed` is the package it would replace (for a patch).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one verification step with its inputs"
+)]
 pub(crate) fn verified_package<F: Fetch + ?Sized>(
     state: &mut TrustedState,
     fetch: &mut F,
     context: &CheckContext<'_>,
+    reason: InstallReason,
     id: &PluginId,
     version: &Version,
     installed: Option<Sha256>,
@@ -312,6 +328,7 @@ pub(crate) fn verified_package<F: Fetch + ?Sized>(
         .clone();
     match package.state {
         VersionState::Published => {}
+        VersionState::Yanked if reason == InstallReason::Pinned => {}
         VersionState::Yanked => return Err(RefusalReason::Yanked(version.clone())),
         VersionState::Blocked => return Err(RefusalReason::Blocked(version.clone())),
     }
@@ -501,6 +518,7 @@ fn check_offer<F: Fetch + ?Sized>(
         state,
         fetch,
         context,
+        InstallReason::Update,
         &id,
         &version,
         Some(current.state.current.sha256),

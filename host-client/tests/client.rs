@@ -405,6 +405,42 @@ async fn a_package_for_another_platform_or_host_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yanked_version_installs_when_pinned_but_a_blocked_one_does_not() {
+    use plugstore_client::RefusalReason;
+
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    store.publish_as("acme/hello", "1.1.0", VersionState::Yanked);
+    store.publish_as("acme/hello", "1.2.0", VersionState::Blocked);
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+
+    let installed = client
+        .install(&id("acme/hello"), &v("1.1.0"), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(installed.version, v("1.1.0"));
+    assert!(installed.path.join("plugin.toml").is_file());
+
+    let error = client
+        .install(&id("acme/hello"), &v("1.2.0"), |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Refused(refusal)
+            if matches!(&refusal.reason, RefusalReason::Blocked(version) if *version == v("1.2.0"))),
+        "{error}"
+    );
+    let listed = client.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].state.current.version,
+        v("1.1.0"),
+        "the yanked install stays in place"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_without_a_previous_version_is_an_error() {
     let mut store = Store::new().await;
     store.publish("acme/hello", "1.0.0");
