@@ -28,7 +28,7 @@ use crate::keys::{KeyError, KeyId, SigningKey};
 use crate::layout::{BinName, TargetPath, path_matches_pattern};
 use crate::root::{TopLevelRole, VerifiedRoot};
 use crate::time::{
-    BIN_LIFETIME, SNAPSHOT_LIFETIME, TARGETS_LIFETIME, TIMESTAMP_LIFETIME, UnixTime,
+    SNAPSHOT_LIFETIME, TARGETS_LIFETIME, TIMESTAMP_LIFETIME, UnixTime, bin_lifetime,
 };
 
 /// Re-sign the targets role and a bin when less than this is left before expiry, so a bin
@@ -464,7 +464,7 @@ fn sign_bin(
             },
         );
     }
-    let expires = expiry(now, BIN_LIFETIME)?;
+    let expires = expiry(now, bin_lifetime(bin.index()))?;
     let role = Targets {
         spec_version: SPEC_VERSION.to_owned(),
         version,
@@ -640,6 +640,7 @@ mod tests {
     use plugstore_format::manifest::{PluginId, PluginKind, Target as Platform};
     use plugstore_format::signing::SignatureAlgorithm;
     use semver::Version;
+    use std::collections::BTreeSet;
 
     use super::*;
     use crate::custom::{
@@ -723,9 +724,20 @@ mod tests {
         assert_eq!(state.snapshot.record.expires, now().plus(SNAPSHOT_LIFETIME));
         assert_eq!(state.targets.record.expires, now().plus(TARGETS_LIFETIME));
         assert_eq!(
-            state.bins[&BinName::from_index(7).unwrap()].expires,
-            now().plus(BIN_LIFETIME)
+            state.bins[&BinName::from_index(0).unwrap()].expires,
+            now().plus(crate::time::BIN_LIFETIME)
         );
+        // Spread over a month, so they do not all come due for re-signing in one round.
+        let expiries: BTreeSet<UnixTime> = state.bins.values().map(|bin| bin.expires).collect();
+        let first = *expiries.first().unwrap();
+        let last = *expiries.last().unwrap();
+        assert!(
+            expiries.len() > 4000,
+            "{} distinct expiries",
+            expiries.len()
+        );
+        assert!(last.as_seconds() - first.as_seconds() > 28 * 24 * 3600);
+        assert!(first > now().plus(TARGETS_REFRESH_MARGIN));
         let snapshot: serde_json::Value = serde_json::from_slice(&state.snapshot.bytes).unwrap();
         assert_eq!(snapshot["signed"]["meta"].as_object().unwrap().len(), 4097);
         assert_eq!(snapshot["signed"]["meta"]["bin-fff.json"]["version"], 1);

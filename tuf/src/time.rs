@@ -18,9 +18,25 @@ pub const ROOT_LIFETIME: Duration = Duration::from_secs(365 * DAY);
 /// when the bins key does; it is re-signed automatically when under 30 days are left.
 pub const TARGETS_LIFETIME: Duration = Duration::from_secs(90 * DAY);
 
-/// How long a bin stays valid. A bin is re-signed on every change to it, and automatically
-/// when under 30 days are left, so a quiet bin still never expires.
+/// How long a bin stays valid at most. A bin is re-signed on every change to it, and
+/// automatically when under 30 days are left, so a quiet bin still never expires.
 pub const BIN_LIFETIME: Duration = Duration::from_secs(90 * DAY);
+
+/// How much shorter than [`BIN_LIFETIME`] a bin's lifetime can be (see [`bin_lifetime`]).
+pub const BIN_LIFETIME_SPREAD: Duration = Duration::from_secs(29 * DAY);
+
+/// The lifetime of the bin at `index`: [`BIN_LIFETIME`] less a share of
+/// [`BIN_LIFETIME_SPREAD`] that grows with the index. The 4096 bins of a new repository are
+/// signed in one round; with one lifetime they would all come due for re-signing in one
+/// round again 60 days later, and every round after. Spread, they come due a few a day over
+/// a month, and each keeps its place: a bin re-signed when it comes due gets the same
+/// lifetime again. Every lifetime stays above the 30-day refresh margin.
+#[must_use]
+pub fn bin_lifetime(index: usize) -> Duration {
+    let slots = crate::layout::BIN_COUNT as u64;
+    let spread = BIN_LIFETIME_SPREAD.as_secs() * (index as u64 % slots) / slots;
+    BIN_LIFETIME - Duration::from_secs(spread)
+}
 
 /// How long a snapshot stays valid. It is re-signed on every change and at least daily, so a
 /// week is slack for a server outage, not a window an attacker needs.
