@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use plugstore_format::digest::PackageDigest;
 use plugstore_format::manifest::{PluginId, Target};
 use semver::{Version, VersionReq};
 use tokio::sync::Notify;
@@ -34,6 +35,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 pub const SETTLE_SECS: i64 = 30;
 
 /// What hosts can be offered of one plugin.
+///
+/// A check reads 50 plugins out of a catalogue far larger than the processor's caches, so
+/// its cost is mostly memory reads that miss them. The layout keeps those few: digests and
+/// platforms are inline, and the prepared JSON of every version and patch sits in one
+/// buffer, so a plugin is a handful of allocations rather than one per string.
 #[derive(Debug)]
 pub struct PluginOffers {
     /// Its database id.
@@ -42,6 +48,24 @@ pub struct PluginOffers {
     pub id: PluginId,
     /// Newest version first.
     pub versions: Vec<OfferedVersion>,
+    /// The prepared JSON of the versions and patches, one after another (see [`JsonSpan`]).
+    json: String,
+}
+
+impl PluginOffers {
+    /// The prepared JSON at `span`.
+    pub fn json(&self, span: JsonSpan) -> &str {
+        self.json
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// Where one prepared JSON text lies in its plugin's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonSpan {
+    start: u32,
+    end: u32,
 }
 
 /// One release, reduced to what an update check needs, with the parts of the answer that do
@@ -51,11 +75,11 @@ pub struct PluginOffers {
 pub struct OfferedVersion {
     /// The version.
     pub version: Version,
-    /// The package digest, bare lowercase hex (what hosts send).
-    pub digest_hex: Box<str>,
+    /// The package digest (what hosts send, as hex).
+    pub digest: PackageDigest,
     /// The answer's `"version":…,"package":{…}` members of an update (`OfferedUpdate`), as
     /// JSON.
-    pub version_and_package_json: Box<str>,
+    pub version_and_package: JsonSpan,
     /// Published, yanked or revoked.
     pub state: ReleaseState,
     /// Its length.
@@ -63,7 +87,7 @@ pub struct OfferedVersion {
     /// Host versions it supports.
     pub host: VersionReq,
     /// Platforms it runs on.
-    pub platforms: Vec<Target>,
+    platforms: PlatformSet,
     /// Percentage of install ids offered the version.
     pub rollout_percent: u8,
     /// Offered to nobody new.
@@ -75,12 +99,32 @@ pub struct OfferedVersion {
 /// A patch to an offered version.
 #[derive(Debug)]
 pub struct OfferedPatch {
-    /// The package it applies to, bare lowercase hex.
-    pub from_hex: Box<str>,
+    /// The package it applies to.
+    pub from: PackageDigest,
     /// Its length.
     pub size: u64,
     /// The answer's `patch` object (`PatchDownload`), as JSON.
-    pub json: Box<str>,
+    pub json: JsonSpan,
+}
+
+/// A set of platforms, one bit per [`Target`] (in the order of [`Target::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PlatformSet(u16);
+
+impl PlatformSet {
+    fn bit(target: Target) -> u16 {
+        let index = Target::ALL.iter().position(|t| *t == target).unwrap_or(0);
+        1 << index
+    }
+
+    fn of(targets: &[Target]) -> Self {
+        Self(targets.iter().fold(0, |set, t| set | Self::bit(*t)))
+    }
+
+    /// Whether a plugin for these platforms runs on `platform`.
+    fn runs_on(self, platform: Target) -> bool {
+        self.0 & (Self::bit(Target::Any) | Self::bit(platform)) != 0
+    }
 }
 
 /// What a host tells about itself.
@@ -102,7 +146,7 @@ impl OfferedVersion {
         self.state == ReleaseState::Published
             && (host.beta || self.version.pre.is_empty())
             && self.host.matches(host.version)
-            && (self.platforms.contains(&Target::Any) || self.platforms.contains(&host.platform))
+            && self.platforms.runs_on(host.platform)
             && !self.rollout_paused
             && (self.rollout_percent >= 100
                 || rollout_bucket(host.install_id, plugin, &self.version) < self.rollout_percent)
@@ -227,6 +271,21 @@ impl Catalogue {
     /// Reduces a plugin's releases to its offers, rendering the host-independent JSON.
     fn offers(&self, plugin: releases::PluginReleases) -> PluginOffers {
         let id = plugin.id;
+        let mut json = Vec::new();
+        let mut append = |fields: &[(&str, Json<'_>)], object: bool| {
+            let start = json.len();
+            if object {
+                write_json_object(&mut json, fields);
+            } else {
+                write_json_members(&mut json, fields);
+            }
+            // A plugin's few versions are far below 4 GiB of JSON.
+            let offset = |at: usize| u32::try_from(at).unwrap_or(u32::MAX);
+            JsonSpan {
+                start: offset(start),
+                end: offset(json.len()),
+            }
+        };
         let versions = plugin
             .releases
             .into_iter()
@@ -243,22 +302,28 @@ impl Catalogue {
                     ("sha256", Json::Text(&digest_hex)),
                     ("length", Json::Number(release.size)),
                 ]);
-                let version_and_package_json = json_members(&[
-                    ("version", Json::Text(&release.version.to_string())),
-                    ("package", Json::Rendered(&package)),
-                ])
-                .into();
+                let version_and_package = append(
+                    &[
+                        ("version", Json::Text(&release.version.to_string())),
+                        ("package", Json::Rendered(&package)),
+                    ],
+                    false,
+                );
                 let patches = release
                     .patches
                     .iter()
-                    .map(|patch| offered_patch(&id, &release.version, patch, self))
+                    .map(|patch| OfferedPatch {
+                        from: patch.from,
+                        size: patch.size,
+                        json: append(&self.patch_fields(&id, &release.version, patch), true),
+                    })
                     .collect();
                 OfferedVersion {
                     host: release.manifest.host_compatibility().requirement().clone(),
-                    platforms: release.manifest.targets().to_vec(),
+                    platforms: PlatformSet::of(release.manifest.targets()),
                     version: release.version,
-                    version_and_package_json,
-                    digest_hex: digest_hex.into(),
+                    version_and_package,
+                    digest: release.digest,
                     state: release.state,
                     size: release.size,
                     rollout_percent: release.rollout_percent,
@@ -271,7 +336,29 @@ impl Catalogue {
             plugin_db_id: plugin.plugin_db_id,
             id,
             versions,
+            // Only UTF-8 went in: JSON punctuation and serde_json's output.
+            json: String::from_utf8(json).unwrap_or_default(),
         }
+    }
+
+    /// The fields of a patch's `PatchDownload` object.
+    fn patch_fields(
+        &self,
+        id: &PluginId,
+        version: &Version,
+        patch: &ReleasePatch,
+    ) -> [(&'static str, Json<'static>); 5] {
+        let digest_hex = patch.digest.to_hex();
+        [
+            (
+                "target",
+                Json::Owned(TargetPath::patch(id.clone(), version.clone(), patch.from).to_string()),
+            ),
+            ("url", Json::Owned(self.blob_url(&digest_hex))),
+            ("sha256", Json::Owned(digest_hex)),
+            ("length", Json::Number(patch.size)),
+            ("from_sha256", Json::Owned(patch.from.to_hex())),
+        ]
     }
 
     fn blob_url(&self, hex: &str) -> String {
@@ -390,35 +477,12 @@ async fn listen(catalogue: Arc<Catalogue>, url: &str) {
     }
 }
 
-fn offered_patch(
-    id: &PluginId,
-    version: &Version,
-    patch: &ReleasePatch,
-    catalogue: &Catalogue,
-) -> OfferedPatch {
-    let from_hex = patch.from.to_hex();
-    let digest_hex = patch.digest.to_hex();
-    let json = json_object(&[
-        (
-            "target",
-            Json::Text(&TargetPath::patch(id.clone(), version.clone(), patch.from).to_string()),
-        ),
-        ("url", Json::Text(&catalogue.blob_url(&digest_hex))),
-        ("sha256", Json::Text(&digest_hex)),
-        ("length", Json::Number(patch.size)),
-        ("from_sha256", Json::Text(&from_hex)),
-    ]);
-    OfferedPatch {
-        from_hex: from_hex.into(),
-        size: patch.size,
-        json: json.into(),
-    }
-}
-
 /// A JSON value of a rendered object.
 pub enum Json<'a> {
     /// A string, escaped by serde_json.
     Text(&'a str),
+    /// A string, escaped by serde_json, that the caller built for it.
+    Owned(String),
     /// A number.
     Number(u64),
     /// Already rendered JSON, copied as it is.
@@ -466,6 +530,7 @@ pub fn write_json_members(out: &mut Vec<u8>, fields: &[(&str, Json<'_>)]) {
         out.push(b':');
         match value {
             Json::Text(text) => write_json_string(out, text),
+            Json::Owned(text) => write_json_string(out, text),
             Json::Number(number) => {
                 let _ = write!(out, "{number}");
             }
@@ -477,6 +542,17 @@ pub fn write_json_members(out: &mut Vec<u8>, fields: &[(&str, Json<'_>)]) {
 
 /// Appends `text` as a JSON string.
 pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Ids, versions and digests, the usual text, need no escaping: copy them as they are.
+    let plain = text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if plain {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing a `str` into a `Vec` cannot fail.
     let _ = serde_json::to_writer(&mut *out, text);
 }

