@@ -15,7 +15,7 @@ use crate::config::{BlobBackend, Settings};
 use crate::db::Database;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
-use crate::release_metadata::ReleaseKeys;
+use crate::release_metadata::{LatestTimestamp, ReleaseKeys};
 use crate::signing::SigningTrust;
 
 /// Shared state; cheap to clone.
@@ -48,6 +48,8 @@ pub struct App {
     pub catalogue: Arc<Catalogue>,
     /// The TUF root chain and online keys the release metadata is signed with.
     pub release_keys: ReleaseKeys,
+    /// The newest `timestamp.json`, served from memory for a moment.
+    pub latest_timestamp: LatestTimestamp,
 }
 
 impl Deref for AppState {
@@ -120,6 +122,7 @@ impl AppState {
             download_permits,
             catalogue,
             release_keys,
+            latest_timestamp: LatestTimestamp::default(),
         })))
     }
 

@@ -21,10 +21,12 @@ use std::fmt::Write as _;
 use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use base64::Engine as _;
+use bytes::Bytes;
 use plugstore_format::certs::CertFingerprint;
 use plugstore_format::signing::SignatureEnvelope;
 use plugstore_tuf::custom::{
@@ -162,6 +164,7 @@ pub async fn ensure_repository(app: &AppState) -> anyhow::Result<()> {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        app.latest_timestamp.forget();
         tracing::info!(
             root = state.root.version(),
             "created the signed release metadata"
@@ -205,6 +208,7 @@ pub async fn ensure_repository(app: &AppState) -> anyhow::Result<()> {
         .collect();
     commit_round(&mut tx, &state, &files).await?;
     tx.commit().await?;
+    app.latest_timestamp.forget();
     tracing::info!(
         root = state.root.version(),
         "took in new TUF keys and re-signed the metadata"
@@ -340,6 +344,7 @@ pub async fn run_once(app: &AppState, owner: &str) -> anyhow::Result<usize> {
         .await?;
     }
     tx.commit().await?;
+    app.latest_timestamp.forget();
     app.catalogue.wake();
     Ok(changed_plugins.len().max(1))
 }
@@ -744,7 +749,11 @@ async fn stored_file(app: &AppState, name: &str) -> anyhow::Result<SignedFile> {
 /// # Errors
 /// Database failures.
 pub async fn served_file(app: &AppState, name: &str) -> anyhow::Result<Option<ServedFile>> {
-    let row = if name == "timestamp.json" {
+    let is_timestamp = name == "timestamp.json";
+    if is_timestamp && let Some(kept) = app.latest_timestamp.get() {
+        return Ok(Some(kept));
+    }
+    let row = if is_timestamp {
         sqlx::query(
             "SELECT f.sha256, f.bytes FROM tuf_repository r JOIN tuf_files f ON f.name = r.timestamp_file WHERE r.id = 1",
         )
@@ -756,20 +765,51 @@ pub async fn served_file(app: &AppState, name: &str) -> anyhow::Result<Option<Se
             .fetch_optional(&app.db.pool)
             .await?
     };
-    row.map(|row| {
-        Ok(ServedFile {
-            sha256: row.try_get(0)?,
-            bytes: row.try_get(1)?,
-        })
-    })
-    .transpose()
+    let Some(row) = row else { return Ok(None) };
+    let served = ServedFile {
+        sha256: row.try_get(0)?,
+        bytes: Bytes::from(row.try_get::<Vec<u8>, _>(1)?),
+    };
+    if is_timestamp {
+        app.latest_timestamp.keep(&served);
+    }
+    Ok(Some(served))
 }
 
 /// A metadata file and its hash (the ETag).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServedFile {
     /// Bare-hex SHA-256.
     pub sha256: String,
     /// The bytes.
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
+}
+
+/// How long a replica answers `timestamp.json` from memory before reading the database again.
+pub const TIMESTAMP_MEMORY: Duration = Duration::from_secs(1);
+
+/// The newest `timestamp.json`, kept for [`TIMESTAMP_MEMORY`]. Every host fetches it on every
+/// update check, so without a CDN in front (which keeps it 30 s) each fetch would be a
+/// database read. A replica that signs a new timestamp forgets its copy at once; the others
+/// serve the new one at most [`TIMESTAMP_MEMORY`] later.
+#[derive(Debug, Default)]
+pub struct LatestTimestamp(Mutex<Option<(Instant, ServedFile)>>);
+
+impl LatestTimestamp {
+    fn get(&self) -> Option<ServedFile> {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.as_ref()
+            .filter(|(read_at, _)| read_at.elapsed() < TIMESTAMP_MEMORY)
+            .map(|(_, file)| file.clone())
+    }
+
+    fn keep(&self, file: &ServedFile) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), file.clone()));
+    }
+
+    /// Drops the copy, after this replica committed a new timestamp.
+    pub fn forget(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
