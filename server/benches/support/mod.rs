@@ -8,11 +8,23 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A child process, killed and reaped when dropped.
+/// A child process, stopped and reaped when dropped.
 pub struct Process(pub Child);
 
 impl Drop for Process {
+    /// SIGTERM first, so a process with workers (nginx) stops them too; a SIGKILL of the
+    /// master would leave its workers running. SIGKILL after 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
