@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use plugstore_format::signing::{
 
 mod support;
 
-use support::{Process, env_or};
+use support::{env_or, start_store};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_plugstore-server");
 
@@ -64,23 +64,16 @@ async fn main() -> anyhow::Result<()> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let url = format!("http://127.0.0.1:{port}");
     let data = dir.path().join("store");
-    let server = Process(
-        Command::new(SERVER)
-            .args([
-                "--data-dir",
-                &data.display().to_string(),
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .env("PLUGSTORE_LOG_LEVEL", "warn")
-            .env(
-                "PLUGSTORE_PUBLISH_MAX_PACKAGE_BYTES",
-                (2 * mib * 1024 * 1024 + 65536).to_string(),
-            )
-            .env("PLUGSTORE_RATE_LIMITS_PUBLISH_PER_HOUR_PER_USER", "1000")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
+    let max_package_bytes = (2 * mib * 1024 * 1024 + 65536).to_string();
+    let server = start_store(
+        SERVER,
+        dir.path(),
+        &data,
+        port,
+        &[
+            ("PLUGSTORE_PUBLISH_MAX_PACKAGE_BYTES", &max_package_bytes),
+            ("PLUGSTORE_RATE_LIMITS_PUBLISH_PER_HOUR_PER_USER", "1000"),
+        ],
     );
     let http = reqwest::Client::new();
     let started = Instant::now();
