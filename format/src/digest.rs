@@ -46,19 +46,44 @@ fn parse_sha256(text: &str) -> Result<[u8; SHA256_LEN], DigestParseError> {
         }
         None => text,
     };
-    if hex_part.len() != SHA256_LEN * 2 {
+    let Ok(hex_part) = <&[u8; SHA256_LEN * 2]>::try_from(hex_part.as_bytes()) else {
         return Err(DigestParseError::WrongLength(hex_part.chars().count()));
+    };
+    decode_lowercase_hex(hex_part).ok_or(DigestParseError::NotLowercaseHex)
+}
+
+/// The value of each lowercase hex digit, [`NOT_HEX`] for every other byte.
+const HEX_DIGIT_VALUE: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut digit = 0;
+    while digit < 10 {
+        table[b'0' as usize + digit] = digit as u8;
+        digit += 1;
     }
-    // `hex` accepts uppercase too; one spelling per digest keeps string comparisons honest.
-    if !hex_part
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(DigestParseError::NotLowercaseHex);
+    let mut letter = 0;
+    while letter < 6 {
+        table[b'a' as usize + letter] = 10 + letter as u8;
+        letter += 1;
     }
+    table
+};
+const NOT_HEX: u8 = 0xff;
+
+/// Decodes 64 lowercase hex digits (one spelling per digest keeps string comparisons honest,
+/// so uppercase is refused). A table lookup per digit with no branch: update checks parse
+/// one digest per installed plugin, and the `hex` crate's branchy decoder was a tenth of their
+/// profile.
+fn decode_lowercase_hex(hex: &[u8; SHA256_LEN * 2]) -> Option<[u8; SHA256_LEN]> {
     let mut bytes = [0u8; SHA256_LEN];
-    hex::decode_to_slice(hex_part, &mut bytes).map_err(|_| DigestParseError::NotLowercaseHex)?;
-    Ok(bytes)
+    let mut seen = 0u8;
+    for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+        let high = HEX_DIGIT_VALUE[usize::from(pair[0])];
+        let low = HEX_DIGIT_VALUE[usize::from(pair[1])];
+        seen |= high | low;
+        *byte = (high << 4) | low;
+    }
+    // Digits are below 16; `NOT_HEX` sets the high bits.
+    (seen < 16).then_some(bytes)
 }
 
 /// Defines a SHA-256 newtype with the shared text, serde and constructor surface.
@@ -330,6 +355,24 @@ mod tests {
             tricky.parse::<PackageDigest>(),
             Err(DigestParseError::NotLowercaseHex)
         );
+    }
+
+    #[test]
+    fn every_byte_is_judged_as_a_lowercase_hex_digit_or_refused() {
+        for byte in 0..=u8::MAX {
+            let digit = byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte);
+            for position in [0, 1, 62, 63] {
+                let mut text = *b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+                text[position] = byte;
+                let decoded = decode_lowercase_hex(&text);
+                assert_eq!(decoded.is_some(), digit, "byte {byte:#04x} at {position}");
+                if let Some(decoded) = decoded {
+                    let mut expected = [0u8; SHA256_LEN];
+                    hex::decode_to_slice(text, &mut expected).unwrap();
+                    assert_eq!(decoded, expected, "byte {byte:#04x} at {position}");
+                }
+            }
+        }
     }
 
     #[test]
