@@ -6,6 +6,7 @@
 //! from the in-memory [`Catalogue`](crate::catalogue::Catalogue).
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use axum::body::Bytes;
@@ -306,27 +307,34 @@ pub async fn check_updates(
     let mut revocations = Vec::new();
     let mut first = true;
     for (installed, offers) in &plugins {
-        if let Some(revoked) = offers
-            .versions
-            .iter()
-            .find(|offered| offered.version == installed.version)
-            .filter(|offered| offered.digest == installed.sha256)
-            && let ReleaseState::Revoked { revocation, detail } = &revoked.state
-        {
-            revocations.push(RevokedInstall {
-                id: installed.id.to_owned(),
-                version: installed.version_text.to_owned(),
-                sha256: installed.sha256_text.to_owned(),
-                reason: revocation.code().to_owned(),
-                detail: detail.clone(),
-            });
+        // Newest first: the versions newer than the installed one, then usually the installed
+        // one itself. One pass over that prefix, which is all a current host's check reads.
+        let mut newest = None;
+        for offered in &offers.versions {
+            match offered.version.cmp(&installed.version) {
+                Ordering::Greater => {
+                    if newest.is_none() && offered.eligible_for(&offers.id, &host) {
+                        newest = Some(offered);
+                    }
+                }
+                Ordering::Equal => {
+                    if offered.digest == installed.sha256
+                        && let ReleaseState::Revoked { revocation, detail } = &offered.state
+                    {
+                        revocations.push(RevokedInstall {
+                            id: installed.id.to_owned(),
+                            version: installed.version_text.to_owned(),
+                            sha256: installed.sha256_text.to_owned(),
+                            reason: revocation.code().to_owned(),
+                            detail: detail.clone(),
+                        });
+                    }
+                    break;
+                }
+                Ordering::Less => break,
+            }
         }
-        let Some(newest) = offers
-            .versions
-            .iter()
-            .take_while(|offered| offered.version > installed.version)
-            .find(|offered| offered.eligible_for(&offers.id, &host))
-        else {
+        let Some(newest) = newest else {
             continue;
         };
         let patch = newest
