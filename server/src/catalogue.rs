@@ -205,6 +205,9 @@ struct FeedPosition {
     applied: BTreeSet<i64>,
 }
 
+/// Most names of plugins that do not exist the cache remembers.
+const MAX_MISSING_NAMES: usize = 100_000;
+
 /// Rows read from the change feed per query.
 const FEED_PAGE: i64 = 10_000;
 
@@ -261,6 +264,11 @@ impl Catalogue {
                     cached.by_name.insert(name, offers.clone());
                 }
                 None => {
+                    // Anyone may ask for names that do not exist; the set must not grow with
+                    // them. Forgetting costs a query per name asked for again.
+                    if cached.missing.len() >= MAX_MISSING_NAMES {
+                        cached.missing.clear();
+                    }
                     cached.missing.insert(name);
                 }
             }
