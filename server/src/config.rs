@@ -176,6 +176,8 @@ pub struct HttpSettings {
     pub trust_forwarded_for: bool,
     /// Maximum concurrent blob downloads served by this replica.
     pub max_concurrent_downloads: usize,
+    /// Threads serving plain HTTP, each with its own event loop; 0 means one per CPU.
+    pub threads: usize,
 }
 
 /// TLS termination; both paths set enables HTTPS.
@@ -365,6 +367,7 @@ impl Default for HttpSettings {
             cors_allowed_origins: Vec::new(),
             trust_forwarded_for: false,
             max_concurrent_downloads: 512,
+            threads: 0,
         }
     }
 }
@@ -691,6 +694,14 @@ impl Settings {
     /// Whether the server terminates TLS itself.
     pub fn tls_enabled(&self) -> bool {
         !self.tls.cert.is_empty()
+    }
+
+    /// How many threads serve plain HTTP: `http.threads`, or one per CPU when it is 0.
+    pub fn http_threads(&self) -> usize {
+        match self.http.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            threads => threads,
+        }
     }
 
     /// The listen address (validated at load).

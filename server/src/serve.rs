@@ -33,7 +33,7 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
     );
     let addr = listener.local_addr()?;
     let settings = app.settings.clone();
-    let service = router::build(app).into_make_service_with_connect_info::<SocketAddr>();
+    let router = router::build(app);
     // One signal, observed both by the server (stop accepting, drain) and by the deadline that
     // ends the drain after SHUTDOWN_GRACE.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -84,13 +84,12 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
             tracing::info!(%addr, "serving HTTPS");
             axum_server::from_tcp_rustls(listener.into_std()?, tls)
                 .handle(handle)
-                .serve(service)
+                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
                 .await?;
         } else {
-            tracing::info!(%addr, "serving HTTP");
-            axum::serve(listener, service)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .await?;
+            let threads = settings.http_threads();
+            tracing::info!(%addr, threads, "serving HTTP");
+            serve_on_threads(listener, router, threads, stop_rx.clone()).await?;
         }
         anyhow::Ok(())
     };
@@ -99,6 +98,62 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
         () = deadline => tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running after the grace period; exiting"),
     }
     tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Serves plain HTTP on `threads` threads, each with its own single-threaded runtime polling
+/// the shared listening socket, the way nginx runs one event loop per worker process.
+///
+/// A connection stays on the thread that accepted it, so a request never wakes another
+/// thread: on the work-stealing runtime, moving tasks between workers (futex wake-ups and
+/// context switches) was a quarter of the update check's profile. Background jobs stay on
+/// the main runtime. Work that blocks goes to `spawn_blocking` as anywhere else; a handler
+/// that computed for long would delay only its own thread's connections.
+async fn serve_on_threads(
+    listener: TcpListener,
+    router: axum::Router,
+    threads: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = listener.into_std()?;
+    let mut serving = Vec::with_capacity(threads);
+    for index in 0..threads {
+        let listener = listener
+            .try_clone()
+            .context("sharing the listening socket")?;
+        let router = router.clone();
+        let mut stop = stop.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("http-{index}"))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting an HTTP thread's runtime")
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let listener = TcpListener::from_std(listener)?;
+                            let service =
+                                router.into_make_service_with_connect_info::<SocketAddr>();
+                            axum::serve(listener, service)
+                                .with_graceful_shutdown(async move {
+                                    let _ = stop.wait_for(|stop| *stop).await;
+                                })
+                                .await?;
+                            anyhow::Ok(())
+                        })
+                    });
+                let _ = done_tx.send(served);
+            })
+            .context("starting an HTTP thread")?;
+        serving.push(done_rx);
+    }
+    for done in serving {
+        // A thread that ended without a word panicked; the panic has been printed.
+        done.await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("an HTTP thread panicked")))?;
+    }
     Ok(())
 }
 

@@ -48,6 +48,22 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
+/// Waits for the server to exit after SIGTERM, well within its 30 s drain grace period, so
+/// that exiting only because the grace ran out fails.
+fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 async fn wait_ready(client: &reqwest::Client, url: &str) -> Duration {
     let started = Instant::now();
     loop {
@@ -181,17 +197,7 @@ async fn one_command_store_starts_with_defaults_and_shuts_down_on_sigterm() {
 
     // SIGTERM: the server drains and exits successfully.
     sigterm(&server.child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_for_exit(&mut server.child);
     assert!(status.success(), "{status}");
     let mut stdout = String::new();
     std::io::Read::read_to_string(server.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
@@ -203,6 +209,63 @@ async fn one_command_store_starts_with_defaults_and_shuts_down_on_sigterm() {
         stdout.contains("admin create-user"),
         "the first start explains how to create an admin: {stdout}"
     );
+}
+
+#[tokio::test]
+async fn http_threads_share_the_connections_and_stop_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let child = command(dir.path())
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env("PLUGSTORE_HTTP_THREADS", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server { child };
+    let ready = reqwest::Client::new();
+    wait_ready(&ready, &url).await;
+
+    #[cfg(target_os = "linux")]
+    {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.child.id()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .filter(|name| name.starts_with("http-"))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["http-0", "http-1", "http-2"]);
+    }
+
+    // Many keep-alive connections at once, each asking several times: every request is
+    // answered whichever thread accepted its connection.
+    let clients: Vec<reqwest::Client> = (0..12)
+        .map(|_| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let answered = futures_util::future::join_all(clients.iter().map(|client| async {
+        let mut ok = 0;
+        for _ in 0..5 {
+            let response = client.get(format!("{url}/healthz")).send().await.unwrap();
+            ok += usize::from(response.status() == 200);
+        }
+        ok
+    }))
+    .await;
+    assert_eq!(answered, vec![5; 12]);
+
+    // The connections are still open and idle: shutting down closes them rather than waiting
+    // out the grace period, on every thread.
+    sigterm(&server.child);
+    let status = wait_for_exit(&mut server.child);
+    assert!(status.success(), "{status}");
+    drop(clients);
 }
 
 #[test]
