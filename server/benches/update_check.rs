@@ -5,7 +5,10 @@
 //! Run with `scripts/bench-updates` (installs nginx and wrk when missing), or
 //! `cargo bench -p plugstore-server --bench update_check`. Settings: BENCH_SECONDS (10),
 //! BENCH_CONNECTIONS (16), BENCH_ROUNDS (2; alternating, best of each kept), BENCH_SIZES
-//! (`10000,100000`), BENCH_BEHIND (50: how many of the installed plugins have an update).
+//! (`10000,100000`), BENCH_BEHIND (50: how many of the installed plugins have an update),
+//! BENCH_BASELINE_SERVER (the path of another `plugstore-server` build, say one from the
+//! commit before a change: it serves the same data beside this build and is measured in the
+//! same rounds, so a change is judged against a baseline from the same run).
 //!
 //! Each request lists a different random set of 50 plugins (64 bodies in rotation), each at a
 //! random older version, so every answer has updates and patches to compute. The store's
@@ -257,8 +260,37 @@ fn parse_wrk_duration(text: &str) -> f64 {
 struct Measured {
     plugins: u64,
     store: (f64, f64),
+    baseline: Option<(f64, f64)>,
     nginx: (f64, f64),
     response_bytes: usize,
+}
+
+/// Sends every body once, so the measured runs see a filled catalogue cache (a cold plugin
+/// costs two indexed queries; a host's first check after a restart pays them).
+fn warm_up(url: &str, bodies: &[String]) {
+    for body in bodies {
+        let warmed = Command::new("curl")
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                body,
+                url,
+            ])
+            .status()
+            .expect("curl");
+        assert!(warmed.success(), "warm-up check failed");
+    }
+}
+
+/// Keeps the run with the most requests per second.
+fn keep_best(best: &mut (f64, f64), run: (f64, f64)) {
+    if run.0 > best.0 {
+        *best = run;
+    }
 }
 
 fn measure(plugins: u64, behind: usize, seconds: u64, connections: u64, rounds: u64) -> Measured {
@@ -278,19 +310,23 @@ fn measure(plugins: u64, behind: usize, seconds: u64, connections: u64, rounds: 
     let script = lua_script(dir.path(), &bodies);
 
     let store_port = free_port();
-    let server = start_store(
-        SERVER,
-        dir.path(),
-        &data,
-        store_port,
-        &[
-            ("PLUGSTORE_SCAN_POLICY", "publish"),
-            ("PLUGSTORE_TUF_ENABLED", "false"),
-            ("PLUGSTORE_DELTAS_ENABLED", "false"),
-        ],
-    );
+    let store_settings = [
+        ("PLUGSTORE_SCAN_POLICY", "publish"),
+        ("PLUGSTORE_TUF_ENABLED", "false"),
+        ("PLUGSTORE_DELTAS_ENABLED", "false"),
+    ];
+    let server = start_store(SERVER, dir.path(), &data, store_port, &store_settings);
     let store_url = format!("http://127.0.0.1:{store_port}/api/v1/updates/check");
     wait_for(&format!("http://127.0.0.1:{store_port}/healthz"));
+    // The baseline build reads the same database; nothing writes to it while both run.
+    let baseline = std::env::var("BENCH_BASELINE_SERVER").ok().map(|binary| {
+        let port = free_port();
+        let process = start_store(&binary, dir.path(), &data, port, &store_settings);
+        wait_for(&format!("http://127.0.0.1:{port}/healthz"));
+        let url = format!("http://127.0.0.1:{port}/api/v1/updates/check");
+        warm_up(&url, &bodies);
+        (process, url)
+    });
 
     // The answer to the first body, to size nginx's file and to check the answers are real.
     let answer = Command::new("curl")
@@ -318,25 +354,8 @@ fn measure(plugins: u64, behind: usize, seconds: u64, connections: u64, rounds: 
     let nginx_url = format!("http://127.0.0.1:{nginx_port}/check.json");
     wait_for(&nginx_url);
 
-    // Warm-up: every body once, so the measured runs see a filled catalogue cache (a cold
-    // plugin costs two indexed queries; a host's first check after a restart pays them).
     let warming = Instant::now();
-    for body in &bodies {
-        let warmed = Command::new("curl")
-            .args([
-                "-sf",
-                "-o",
-                "/dev/null",
-                "-H",
-                "content-type: application/json",
-                "--data-binary",
-                body,
-                &store_url,
-            ])
-            .status()
-            .expect("curl");
-        assert!(warmed.success(), "warm-up check failed");
-    }
+    warm_up(&store_url, &bodies);
     println!(
         "  warm-up: {BODIES} checks ({} distinct plugins) in {:.2} s",
         BODIES * INSTALLED,
@@ -344,25 +363,29 @@ fn measure(plugins: u64, behind: usize, seconds: u64, connections: u64, rounds: 
     );
 
     let mut store_best = (0.0, f64::NAN);
+    let mut baseline_best = (0.0, f64::NAN);
     let mut nginx_best = (0.0, f64::NAN);
     for round in 1..=rounds {
         let nginx = wrk(&nginx_url, None, seconds, connections);
         let store = wrk(&store_url, Some(&script), seconds, connections);
-        println!(
+        print!(
             "  round {round}: nginx {:.0} req/s (p99 {:.2} ms), plugstore {:.0} req/s (p99 {:.2} ms)",
             nginx.0, nginx.1, store.0, store.1
         );
-        if nginx.0 > nginx_best.0 {
-            nginx_best = nginx;
+        if let Some((_, url)) = &baseline {
+            let run = wrk(url, Some(&script), seconds, connections);
+            print!(", baseline {:.0} req/s (p99 {:.2} ms)", run.0, run.1);
+            keep_best(&mut baseline_best, run);
         }
-        if store.0 > store_best.0 {
-            store_best = store;
-        }
+        println!();
+        keep_best(&mut nginx_best, nginx);
+        keep_best(&mut store_best, store);
     }
     drop(server);
     Measured {
         plugins,
         store: store_best,
+        baseline: baseline.map(|_| baseline_best),
         nginx: nginx_best,
         response_bytes,
     }
@@ -403,6 +426,16 @@ fn main() {
             result.nginx.1,
             result.store.0 / result.nginx.0,
         );
+        if let Some(baseline) = result.baseline {
+            println!(
+                "  {:>6} plugins: baseline  {:8.0} req/s p99 {:6.2} ms | ratio to nginx {:.2} | this build / baseline {:.2}",
+                result.plugins,
+                baseline.0,
+                baseline.1,
+                baseline.0 / result.nginx.0,
+                result.store.0 / baseline.0,
+            );
+        }
     }
     if let [small, .., large] = results.as_slice() {
         let drop = 1.0 - large.store.0 / small.store.0;
