@@ -268,6 +268,105 @@ async fn http_threads_share_the_connections_and_stop_together() {
     drop(clients);
 }
 
+/// With PostgreSQL, a pooled connection opened by one HTTP thread's runtime is used by the
+/// others and by the background jobs on the main runtime: many checks for plugins the
+/// catalogue has not cached (one query each), on both threads at once, must all be answered,
+/// and the store must still stop cleanly.
+#[tokio::test]
+async fn http_threads_share_the_postgres_pool() {
+    let Some(admin_url) = std::env::var("PLUGSTORE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        assert_ne!(
+            std::env::var("PLUGSTORE_REQUIRE_SERVICES").as_deref(),
+            Ok("1"),
+            "PLUGSTORE_REQUIRE_SERVICES=1 but PLUGSTORE_TEST_POSTGRES_URL is not set; run the tests through scripts/test"
+        );
+        eprintln!(
+            "skipping: PLUGSTORE_TEST_POSTGRES_URL is not set (scripts/test provisions PostgreSQL)"
+        );
+        return;
+    };
+    let name = format!("plugstore_bin_{}", uuid::Uuid::new_v4().simple());
+    let admin = plugstore_server::db::Database::connect(&admin_url, 1)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    let base = admin_url.split('?').next().unwrap();
+    let database_url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let child = command(dir.path())
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env("PLUGSTORE_DATABASE_URL", &database_url)
+        .env("PLUGSTORE_HTTP_THREADS", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server { child };
+    wait_ready(&reqwest::Client::new(), &url).await;
+
+    let clients: Vec<reqwest::Client> = (0..8)
+        .map(|_| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let checks = clients.iter().enumerate().map(|(client_no, client)| {
+        let url = &url;
+        async move {
+            let mut answered = 0;
+            for round in 0..10 {
+                // Names nobody asked for before: every one is a database query.
+                let installed: Vec<serde_json::Value> = (0..5)
+                    .map(|i| {
+                        serde_json::json!({"id": format!("acme/p{client_no}-{round}-{i}"),
+                            "version": "1.0.0", "sha256": "a".repeat(64)})
+                    })
+                    .collect();
+                let body = serde_json::json!({
+                    "host": {"app_id": "org.example.host", "version": "1.0.0", "platform": "linux-x86_64"},
+                    "install_id": "install-0001",
+                    "installed": installed,
+                });
+                let response = client
+                    .post(format!("{url}/api/v1/updates/check"))
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                let answer: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(answer["updates"], serde_json::json!([]));
+                answered += 1;
+                let ready = client.get(format!("{url}/readyz")).send().await.unwrap();
+                assert_eq!(ready.status(), 200);
+            }
+            answered
+        }
+    });
+    assert_eq!(futures_util::future::join_all(checks).await, vec![10; 8]);
+
+    sigterm(&server.child);
+    let status = wait_for_exit(&mut server.child);
+    assert!(status.success(), "{status}");
+    drop(clients);
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+}
+
 #[test]
 fn config_show_prints_sources_and_masks_secrets() {
     let dir = tempfile::tempdir().unwrap();
