@@ -197,6 +197,18 @@ struct CachedPlugins {
     missing: HashSet<Box<str>>,
 }
 
+impl CachedPlugins {
+    /// Remembers that `name` has no plugin, keeping at most `limit` such names: anyone may ask
+    /// for names that do not exist, and the set must not grow with them. When it is full it
+    /// is emptied; forgetting costs a query per name asked for again.
+    fn remember_missing(&mut self, name: Box<str>, limit: usize) {
+        if self.missing.len() >= limit {
+            self.missing.clear();
+        }
+        self.missing.insert(name);
+    }
+}
+
 #[derive(Debug, Default)]
 struct FeedPosition {
     /// Every change at or below this is applied and settled.
@@ -263,14 +275,7 @@ impl Catalogue {
                     cached.names.insert(offers.plugin_db_id, name.clone());
                     cached.by_name.insert(name, offers.clone());
                 }
-                None => {
-                    // Anyone may ask for names that do not exist; the set must not grow with
-                    // them. Forgetting costs a query per name asked for again.
-                    if cached.missing.len() >= MAX_MISSING_NAMES {
-                        cached.missing.clear();
-                    }
-                    cached.missing.insert(name);
-                }
+                None => cached.remember_missing(name, MAX_MISSING_NAMES),
             }
         }
         Ok(loaded)
@@ -568,6 +573,23 @@ pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_without_a_plugin_are_remembered_up_to_the_limit() {
+        let mut cached = CachedPlugins::default();
+        for i in 0..3 {
+            cached.remember_missing(format!("nobody/p{i}").into(), 3);
+        }
+        assert_eq!(cached.missing.len(), 3);
+        // The fourth name finds the set full: the old names go, the new one stays.
+        cached.remember_missing("nobody/p3".into(), 3);
+        assert_eq!(cached.missing.len(), 1);
+        assert!(cached.missing.contains("nobody/p3"));
+        for i in 4..1000 {
+            cached.remember_missing(format!("nobody/p{i}").into(), 3);
+            assert!(cached.missing.len() <= 3);
+        }
+    }
 
     #[test]
     fn rendered_json_parses_back_to_the_same_values() {
