@@ -8,7 +8,10 @@
 //! (`10000,100000`), BENCH_BEHIND (50: how many of the installed plugins have an update),
 //! BENCH_BASELINE_SERVER (the path of another `plugstore-server` build, say one from the
 //! commit before a change: it serves the same data beside this build and is measured in the
-//! same rounds, so a change is judged against a baseline from the same run).
+//! same rounds, so a change is judged against a baseline from the same run). Build the
+//! baseline in its own target directory: cargo names a workspace crate's artifacts without
+//! its path, so a baseline checkout built into this one can leave its older crates behind
+//! for this build.
 //!
 //! Each request lists a different random set of 50 plugins (64 bodies in rotation), each at a
 //! random older version, so every answer has updates and patches to compute. The store's
