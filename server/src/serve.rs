@@ -51,9 +51,6 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
         };
         spawn_embedded_worker(&settings, url, stop_rx.clone());
     }
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let deadline = {
         let rx = stop_rx.clone();
         async move {
@@ -122,7 +119,7 @@ async fn serve_on_threads(
             .try_clone()
             .context("sharing the listening socket")?;
         let router = router.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("http-{index}"))
@@ -137,9 +134,7 @@ async fn serve_on_threads(
                             let service =
                                 router.into_make_service_with_connect_info::<SocketAddr>();
                             axum::serve(listener, service)
-                                .with_graceful_shutdown(async move {
-                                    let _ = stop.wait_for(|stop| *stop).await;
-                                })
+                                .with_graceful_shutdown(stopped(stop))
                                 .await?;
                             anyhow::Ok(())
                         })
@@ -155,6 +150,11 @@ async fn serve_on_threads(
             .unwrap_or_else(|_| Err(anyhow::anyhow!("an HTTP thread panicked")))?;
     }
     Ok(())
+}
+
+/// Resolves once the stop signal is raised (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 fn spawn_rate_limit_gc(app: &AppState) {

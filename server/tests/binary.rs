@@ -48,20 +48,48 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-/// Waits for the server to exit after SIGTERM, well within its 30 s drain grace period, so
-/// that exiting only because the grace ran out fails.
-fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+/// Sends SIGTERM and checks that the server exits successfully well within its 30 s drain
+/// grace period, so that exiting only because the grace ran out fails.
+fn stop_cleanly(server: &mut Server) {
+    sigterm(&server.child);
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
         }
         assert!(
             Instant::now() < deadline,
             "server did not exit after SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    assert!(status.success(), "{status}");
+}
+
+/// Starts the store in `dir` on `port`, serving plain HTTP on `threads` threads, with the
+/// `PLUGSTORE_*` settings in `env` added.
+fn start_on_threads(dir: &Path, port: u16, threads: usize, env: &[(&str, &str)]) -> Server {
+    let child = command(dir)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env("PLUGSTORE_HTTP_THREADS", threads.to_string())
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Server { child }
+}
+
+/// `count` clients, each keeping one connection of its own open between requests.
+fn clients_with_own_connections(count: usize) -> Vec<reqwest::Client> {
+    (0..count)
+        .map(|_| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap()
+        })
+        .collect()
 }
 
 async fn wait_ready(client: &reqwest::Client, url: &str) -> Duration {
@@ -196,9 +224,7 @@ async fn one_command_store_starts_with_defaults_and_shuts_down_on_sigterm() {
     );
 
     // SIGTERM: the server drains and exits successfully.
-    sigterm(&server.child);
-    let status = wait_for_exit(&mut server.child);
-    assert!(status.success(), "{status}");
+    stop_cleanly(&mut server);
     let mut stdout = String::new();
     std::io::Read::read_to_string(server.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
     assert!(
@@ -216,16 +242,8 @@ async fn http_threads_share_the_connections_and_stop_together() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let child = command(dir.path())
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .env("PLUGSTORE_HTTP_THREADS", "3")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server { child };
-    let ready = reqwest::Client::new();
-    wait_ready(&ready, &url).await;
+    let mut server = start_on_threads(dir.path(), port, 3, &[]);
+    wait_ready(&reqwest::Client::new(), &url).await;
 
     #[cfg(target_os = "linux")]
     {
@@ -241,14 +259,7 @@ async fn http_threads_share_the_connections_and_stop_together() {
 
     // Many keep-alive connections at once, each asking several times: every request is
     // answered whichever thread accepted its connection.
-    let clients: Vec<reqwest::Client> = (0..12)
-        .map(|_| {
-            reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap()
-        })
-        .collect();
+    let clients = clients_with_own_connections(12);
     let answered = futures_util::future::join_all(clients.iter().map(|client| async {
         let mut ok = 0;
         for _ in 0..5 {
@@ -262,9 +273,7 @@ async fn http_threads_share_the_connections_and_stop_together() {
 
     // The connections are still open and idle: shutting down closes them rather than waiting
     // out the grace period, on every thread.
-    sigterm(&server.child);
-    let status = wait_for_exit(&mut server.child);
-    assert!(status.success(), "{status}");
+    stop_cleanly(&mut server);
     drop(clients);
 }
 
@@ -302,25 +311,15 @@ async fn http_threads_share_the_postgres_pool() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let child = command(dir.path())
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .env("PLUGSTORE_DATABASE_URL", &database_url)
-        .env("PLUGSTORE_HTTP_THREADS", "2")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server { child };
+    let mut server = start_on_threads(
+        dir.path(),
+        port,
+        2,
+        &[("PLUGSTORE_DATABASE_URL", &database_url)],
+    );
     wait_ready(&reqwest::Client::new(), &url).await;
 
-    let clients: Vec<reqwest::Client> = (0..8)
-        .map(|_| {
-            reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap()
-        })
-        .collect();
+    let clients = clients_with_own_connections(8);
     let checks = clients.iter().enumerate().map(|(client_no, client)| {
         let url = &url;
         async move {
@@ -357,9 +356,7 @@ async fn http_threads_share_the_postgres_pool() {
     });
     assert_eq!(futures_util::future::join_all(checks).await, vec![10; 8]);
 
-    sigterm(&server.child);
-    let status = wait_for_exit(&mut server.child);
-    assert!(status.success(), "{status}");
+    stop_cleanly(&mut server);
     drop(clients);
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&admin.pool)
