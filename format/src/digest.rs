@@ -39,6 +39,12 @@ pub enum DigestParseError {
 
 /// Parses `sha256:<hex>` or bare `<hex>` into 32 bytes.
 fn parse_sha256(text: &str) -> Result<[u8; SHA256_LEN], DigestParseError> {
+    // Bare hex, the usual spelling, without looking for a prefix first.
+    if let Ok(hex) = <&[u8; SHA256_LEN * 2]>::try_from(text.as_bytes())
+        && let Some(bytes) = decode_lowercase_hex(hex)
+    {
+        return Ok(bytes);
+    }
     let hex_part = match text.split_once(':') {
         Some(("sha256", hex_part)) => hex_part,
         Some((algorithm, _)) => {
