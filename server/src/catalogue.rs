@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use plugstore_format::digest::PackageDigest;
@@ -179,6 +179,8 @@ pub fn rollout_bucket(install_id: &str, plugin: &PluginId, version: &Version) ->
 pub struct Catalogue {
     /// Where answers point hosts for downloads (see [`crate::app::App::download_base`]).
     download_base: String,
+    /// See [`Catalogue::answer_tail`].
+    answer_tail: String,
     entries: RwLock<CachedPlugins>,
     /// Bumped by every applied change, so a load that raced with one is not cached.
     generation: AtomicU64,
@@ -186,15 +188,48 @@ pub struct Catalogue {
     wake: Notify,
 }
 
+/// Hashing for maps whose keys the store chose or whose size a request bounds: foldhash, seeded
+/// per map, costs a fraction of SipHash on the 50 lookups of every check. It resists only
+/// simple collision attacks (its README), so the set of names anyone may ask for, which grows
+/// with what strangers send, keeps the standard library's SipHash.
+pub type FastHash = foldhash::fast::RandomState;
+
 /// Cached plugins by `publisher/name`, so a lookup borrows the host's text.
 #[derive(Debug, Default)]
 struct CachedPlugins {
-    by_name: HashMap<Box<str>, Arc<PluginOffers>>,
+    /// Filled only with plugins that exist, from the database.
+    by_name: HashMap<Box<str>, Arc<PluginOffers>, FastHash>,
     /// Database id → name of the cached plugins, to apply the change feed.
-    names: HashMap<i64, Box<str>>,
+    names: HashMap<i64, Box<str>, FastHash>,
     /// Names asked for that have no plugin; forgotten when a plugin the cache does not know
     /// changes (it may be one of them, just created).
     missing: HashSet<Box<str>>,
+}
+
+/// What the cache knows of one `publisher/name`.
+#[derive(Debug, Clone, Copy)]
+pub enum Cached<'a> {
+    /// The plugin's offers.
+    Offers(&'a PluginOffers),
+    /// There is no such plugin.
+    Missing,
+    /// Not cached: [`Catalogue::plugin`] loads it.
+    Unknown,
+}
+
+/// The cache under a read lock, for the length of one check's rendering (no `await` while it
+/// is held: a change waits for the few microseconds a check takes).
+pub struct CacheView<'a>(RwLockReadGuard<'a, CachedPlugins>);
+
+impl CacheView<'_> {
+    /// What the cache knows of `id` (`publisher/name`).
+    pub fn get(&self, id: &str) -> Cached<'_> {
+        match self.0.by_name.get(id) {
+            Some(offers) => Cached::Offers(offers),
+            None if self.0.missing.contains(id) => Cached::Missing,
+            None => Cached::Unknown,
+        }
+    }
 }
 
 impl CachedPlugins {
@@ -226,8 +261,13 @@ const FEED_PAGE: i64 = 10_000;
 impl Catalogue {
     /// An empty catalogue whose answers point at `download_base`.
     pub fn new(download_base: impl Into<String>) -> Self {
+        let download_base = download_base.into();
         Self {
-            download_base: download_base.into(),
+            answer_tail: format!(
+                ",{}}}",
+                json_members(&[("metadata_url", Json::Owned(format!("{download_base}/tuf/")))])
+            ),
+            download_base,
             entries: RwLock::default(),
             generation: AtomicU64::default(),
             feed: Mutex::default(),
@@ -235,18 +275,14 @@ impl Catalogue {
         }
     }
 
-    /// The cached offers of each id (`publisher/name`), under one read lock: `Some(None)` when
-    /// a plugin is known not to exist, `None` when it must be loaded.
-    pub fn cached_plugins<'a>(
-        &self,
-        ids: impl Iterator<Item = &'a str>,
-    ) -> Vec<Option<Option<Arc<PluginOffers>>>> {
-        let cached = self.entries.read().unwrap_or_else(PoisonError::into_inner);
-        ids.map(|id| match cached.by_name.get(id) {
-            Some(offers) => Some(Some(offers.clone())),
-            None => cached.missing.contains(id).then_some(None),
-        })
-        .collect()
+    /// The cache, read-locked.
+    pub fn view(&self) -> CacheView<'_> {
+        CacheView(self.entries.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The end of every update check's answer: `,"metadata_url":"…"}`.
+    pub fn answer_tail(&self) -> &str {
+        &self.answer_tail
     }
 
     /// The plugin's offers, from the cache or loaded now; `None` when there is no such plugin.
@@ -259,8 +295,8 @@ impl Catalogue {
         id: &PluginId,
     ) -> anyhow::Result<Option<Arc<PluginOffers>>> {
         let name = id.to_string();
-        if let Some(Some(cached)) = self.cached_plugins(std::iter::once(name.as_str())).pop() {
-            return Ok(cached);
+        if let Some(cached) = self.view().0.by_name.get(name.as_str()) {
+            return Ok(Some(cached.clone()));
         }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = releases::load(&db.pool, PluginKey::Name(id))

@@ -152,6 +152,16 @@ both_stacks! {
         assert_eq!(other["updates"][0]["version"], "1.1.0");
         assert_eq!(other["updates"][0]["patch"], Value::Null);
 
+        // A plugin the store does not have is skipped, whether it is asked for the first time
+        // (looked up) or again (remembered), beside one the catalogue has cached.
+        for _ in 0..2 {
+            let mixed = check(&app, request(&[("acme/nothing", "1.0.0", &v1), ("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
+            let updates = mixed["updates"].as_array().unwrap();
+            assert_eq!(updates.len(), 1, "{mixed}");
+            assert_eq!(updates[0]["id"], "acme/hello");
+            assert_eq!(updates[0]["version"], "1.1.0");
+        }
+
         // Beta also offers the pre-release; a host already on the newest gets nothing.
         let answer = check(&app, request(&[("acme/hello", "1.1.0", &v11)], "beta", "install-0001")).await;
         assert_eq!(answer["updates"][0]["version"], "2.0.0-beta.1");
