@@ -26,7 +26,7 @@ use plugstore_server::db::Database;
 
 mod support;
 
-use support::{env_or, free_port, start_nginx, start_store, wait_for};
+use support::{Process, cpu_seconds, env_or, free_port, start_nginx, start_store, wait_for};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_plugstore-server");
 const VERSIONS_PER_PLUGIN: u64 = 10;
@@ -210,8 +210,35 @@ fn lua_script(dir: &Path, bodies: &[String]) -> std::path::PathBuf {
     path
 }
 
-/// One wrk run: (requests/s, p99 latency in ms).
-fn wrk(url: &str, script: Option<&Path>, seconds: u64, connections: u64) -> (f64, f64) {
+/// One wrk run against `server`'s process.
+#[derive(Clone, Copy)]
+struct Run {
+    requests_per_second: f64,
+    p99_ms: f64,
+    /// The server's CPU time per request, in microseconds: its own cost, which the machine's
+    /// other tenants disturb far less than its throughput.
+    cpu_us: f64,
+}
+
+impl Run {
+    const NONE: Self = Self {
+        requests_per_second: 0.0,
+        p99_ms: f64::NAN,
+        cpu_us: f64::NAN,
+    };
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:8.0} req/s p99 {:6.2} ms, {:5.1} µs CPU/request",
+            self.requests_per_second, self.p99_ms, self.cpu_us
+        )
+    }
+}
+
+fn wrk(url: &str, script: Option<&Path>, seconds: u64, connections: u64, server: &Process) -> Run {
     let mut args = vec![
         "-t2".to_owned(),
         format!("-c{connections}"),
@@ -223,6 +250,8 @@ fn wrk(url: &str, script: Option<&Path>, seconds: u64, connections: u64) -> (f64
         args.push(script.display().to_string());
     }
     args.push(url.to_owned());
+    let pids = [server.0.id()];
+    let cpu_before = cpu_seconds(&pids);
     let output = Command::new("wrk")
         .args(&args)
         .output()
@@ -243,7 +272,17 @@ fn wrk(url: &str, script: Option<&Path>, seconds: u64, connections: u64) -> (f64
         .and_then(|l| l.split_whitespace().nth(1))
         .map(parse_wrk_duration)
         .unwrap_or_else(|| panic!("wrk output: {text}"));
-    (requests, p99)
+    let served: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("wrk output: {text}"));
+    Run {
+        requests_per_second: requests,
+        p99_ms: p99,
+        cpu_us: (cpu_seconds(&pids) - cpu_before) / served * 1e6,
+    }
 }
 
 /// wrk prints `850.00us`, `1.23ms`, `2.00s`.
@@ -262,9 +301,9 @@ fn parse_wrk_duration(text: &str) -> f64 {
 
 struct Measured {
     plugins: u64,
-    store: (f64, f64),
-    baseline: Option<(f64, f64)>,
-    nginx: (f64, f64),
+    store: Run,
+    baseline: Option<Run>,
+    nginx: Run,
     response_bytes: usize,
 }
 
@@ -290,8 +329,8 @@ fn warm_up(url: &str, bodies: &[String]) {
 }
 
 /// Keeps the run with the most requests per second.
-fn keep_best(best: &mut (f64, f64), run: (f64, f64)) {
-    if run.0 > best.0 {
+fn keep_best(best: &mut Run, run: Run) {
+    if run.requests_per_second > best.requests_per_second {
         *best = run;
     }
 }
@@ -353,7 +392,7 @@ fn measure(plugins: u64, behind: usize, seconds: u64, connections: u64, rounds: 
     std::fs::create_dir_all(&www).expect("www");
     std::fs::write(www.join("check.json"), &answer.stdout).expect("static copy");
     let nginx_port = free_port();
-    let _nginx = start_nginx(&dir.path().join("nginx"), nginx_port);
+    let nginx = start_nginx(&dir.path().join("nginx"), nginx_port);
     let nginx_url = format!("http://127.0.0.1:{nginx_port}/check.json");
     wait_for(&nginx_url);
 
@@ -365,23 +404,19 @@ fn measure(plugins: u64, behind: usize, seconds: u64, connections: u64, rounds: 
         warming.elapsed().as_secs_f64()
     );
 
-    let mut store_best = (0.0, f64::NAN);
-    let mut baseline_best = (0.0, f64::NAN);
-    let mut nginx_best = (0.0, f64::NAN);
+    let mut store_best = Run::NONE;
+    let mut baseline_best = Run::NONE;
+    let mut nginx_best = Run::NONE;
     for round in 1..=rounds {
-        let nginx = wrk(&nginx_url, None, seconds, connections);
-        let store = wrk(&store_url, Some(&script), seconds, connections);
-        print!(
-            "  round {round}: nginx {:.0} req/s (p99 {:.2} ms), plugstore {:.0} req/s (p99 {:.2} ms)",
-            nginx.0, nginx.1, store.0, store.1
-        );
-        if let Some((_, url)) = &baseline {
-            let run = wrk(url, Some(&script), seconds, connections);
-            print!(", baseline {:.0} req/s (p99 {:.2} ms)", run.0, run.1);
+        let nginx_run = wrk(&nginx_url, None, seconds, connections, &nginx);
+        let store = wrk(&store_url, Some(&script), seconds, connections, &server);
+        println!("  round {round}: nginx     {nginx_run}\n           plugstore {store}");
+        if let Some((process, url)) = &baseline {
+            let run = wrk(url, Some(&script), seconds, connections, process);
+            println!("           baseline  {run}");
             keep_best(&mut baseline_best, run);
         }
-        println!();
-        keep_best(&mut nginx_best, nginx);
+        keep_best(&mut nginx_best, nginx_run);
         keep_best(&mut store_best, store);
     }
     drop(server);
@@ -420,28 +455,26 @@ fn main() {
     );
     for result in &results {
         println!(
-            "  {:>6} plugins: plugstore {:8.0} req/s p99 {:6.2} ms | nginx (static {} B) {:8.0} req/s p99 {:6.2} ms | ratio {:.2} (target >= 0.50)",
+            "  {:>6} plugins: plugstore {} | nginx (static {} B) {} | ratio {:.2} (target >= 0.50)",
             result.plugins,
-            result.store.0,
-            result.store.1,
+            result.store,
             result.response_bytes,
-            result.nginx.0,
-            result.nginx.1,
-            result.store.0 / result.nginx.0,
+            result.nginx,
+            result.store.requests_per_second / result.nginx.requests_per_second,
         );
         if let Some(baseline) = result.baseline {
             println!(
-                "  {:>6} plugins: baseline  {:8.0} req/s p99 {:6.2} ms | ratio to nginx {:.2} | this build / baseline {:.2}",
+                "  {:>6} plugins: baseline  {} | ratio to nginx {:.2} | this build / baseline {:.2} (CPU/request {:.2})",
                 result.plugins,
-                baseline.0,
-                baseline.1,
-                baseline.0 / result.nginx.0,
-                result.store.0 / baseline.0,
+                baseline,
+                baseline.requests_per_second / result.nginx.requests_per_second,
+                result.store.requests_per_second / baseline.requests_per_second,
+                result.store.cpu_us / baseline.cpu_us,
             );
         }
     }
     if let [small, .., large] = results.as_slice() {
-        let drop = 1.0 - large.store.0 / small.store.0;
+        let drop = 1.0 - large.store.requests_per_second / small.store.requests_per_second;
         println!(
             "  throughput drop {} → {} plugins: {:.1}% (target <= 10%)",
             small.plugins,

@@ -119,3 +119,44 @@ pub fn start_nginx(root: &Path, port: u16) -> Process {
         .expect("nginx (apt-get install nginx-light)");
     Process(child)
 }
+
+/// CPU time (user + system, all threads) the processes `pids` and their children have used
+/// so far, in seconds: how much work a server did, whatever else the machine was doing.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    let ticks_per_second: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    let mut ticks = 0u64;
+    let mut pending: Vec<u32> = pids.to_vec();
+    while let Some(pid) = pending.pop() {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces) start at the state, field 3;
+        // utime and stime are fields 14 and 15.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        ticks += fields
+            .get(11..13)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum::<u64>();
+        // nginx serves from worker processes, children of the one started.
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let children = std::fs::read_to_string(task.path().join("children"));
+                pending.extend(
+                    children
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    ticks as f64 / ticks_per_second
+}
