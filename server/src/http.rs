@@ -10,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -59,12 +60,17 @@ pub fn docs_csp() -> SetResponseHeaderLayer<HeaderValue> {
     )
 }
 
-/// Layers for every route, outermost last.
-pub fn common_layers(router: Router<AppState>, app: AppState) -> Router<AppState> {
-    let settings = &app.settings;
+/// Wraps the routes in the layers every request passes through.
+///
+/// Most of them are applied once, as one tower stack around the router, not with
+/// `Router::layer`: that wraps every route's service in another boxed service, and a request
+/// clones the whole chain of boxes (a dozen allocations on the update check, the hottest
+/// route). Only what needs the matched route (metrics) or must see what a handler's panic or
+/// timeout became stays on the routes.
+pub fn common_layers(routes: Router<AppState>, app: AppState) -> Router {
     // Innermost first: a panic becomes a 500 (and a slow handler a 408, see `with_timeout`)
     // before `finish_problems` turns it into a problem document and `track` counts it.
-    let mut router = router
+    let routes = routes
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
                 tracing::error!("handler panicked");
@@ -76,38 +82,42 @@ pub fn common_layers(router: Router<AppState>, app: AppState) -> Router<AppState
             app.clone(),
             crate::metrics::track,
         ))
+        .with_state(app.clone());
+    let settings = &app.settings;
+    let hsts = settings.tls_enabled().then(|| {
+        SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        )
+    });
+    // Outermost first.
+    let everything = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+            let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %request_id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .option_layer(cors_layer(&settings.http.cors_allowed_origins))
+        .option_layer(hsts)
         .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-        ));
-    if settings.tls_enabled() {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
-        ));
-    }
-    if let Some(cors) = cors_layer(&settings.http.cors_allowed_origins) {
-        router = router.layer(cors);
-    }
-    router
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
-            let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %request_id)
-        }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .service(routes);
+    Router::new().fallback_service(everything)
 }
 
 /// Request ids: random (v4) UUIDs drawn from the thread-local CSPRNG. tower-http's

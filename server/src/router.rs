@@ -187,5 +187,5 @@ pub fn build(app: AppState) -> Router {
         )
         .merge(docs)
         .fallback(http::not_found);
-    http::common_layers(router, app.clone()).with_state(app)
+    http::common_layers(router, app)
 }
