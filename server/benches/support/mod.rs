@@ -6,6 +6,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// A child process, stopped and reaped when dropped.
@@ -123,12 +124,15 @@ pub fn start_nginx(root: &Path, port: u16) -> Process {
 /// CPU time (user + system, all threads) the processes `pids` and their children have used
 /// so far, in seconds: how much work a server did, whatever else the machine was doing.
 pub fn cpu_seconds(pids: &[u32]) -> f64 {
-    let ticks_per_second: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .unwrap_or(100.0);
+    // Asked once: `cpu_seconds` runs around every wrk run.
+    static TICKS_PER_SECOND: LazyLock<f64> = LazyLock::new(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    });
     let mut ticks = 0u64;
     let mut pending: Vec<u32> = pids.to_vec();
     while let Some(pid) = pending.pop() {
@@ -158,5 +162,5 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
             }
         }
     }
-    ticks as f64 / ticks_per_second
+    ticks as f64 / *TICKS_PER_SECOND
 }
