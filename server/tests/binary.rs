@@ -245,15 +245,27 @@ async fn http_threads_share_the_connections_and_stop_together() {
     let mut server = start_on_threads(dir.path(), port, 3, &[]);
     wait_ready(&reqwest::Client::new(), &url).await;
 
+    // A thread names itself once it runs, and the store answers as soon as one thread
+    // serves, so the names are awaited (briefly) rather than read once.
     #[cfg(target_os = "linux")]
     {
-        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.child.id()))
-            .unwrap()
-            .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
-            .map(|name| name.trim().to_owned())
-            .filter(|name| name.starts_with("http-"))
-            .collect();
-        names.sort();
+        let http_thread_names = || {
+            let mut names: Vec<String> =
+                std::fs::read_dir(format!("/proc/{}/task", server.child.id()))
+                    .unwrap()
+                    .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                    .map(|name| name.trim().to_owned())
+                    .filter(|name| name.starts_with("http-"))
+                    .collect();
+            names.sort();
+            names
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut names = http_thread_names();
+        while names != ["http-0", "http-1", "http-2"] && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            names = http_thread_names();
+        }
         assert_eq!(names, ["http-0", "http-1", "http-2"]);
     }
 
