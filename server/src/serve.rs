@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
@@ -98,26 +99,27 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves plain HTTP on `threads` threads, each with its own single-threaded runtime polling
-/// the shared listening socket, the way nginx runs one event loop per worker process.
+/// Serves plain HTTP on `threads` threads, each with its own single-threaded runtime, the
+/// way nginx runs one event loop per worker process.
 ///
-/// A connection stays on the thread that accepted it, so a request never wakes another
-/// thread: on the work-stealing runtime, moving tasks between workers (futex wake-ups and
-/// context switches) was a quarter of the update check's profile. Background jobs stay on
-/// the main runtime. Work that blocks goes to `spawn_blocking` as anywhere else; a handler
-/// that computed for long would delay only its own thread's connections.
+/// A connection stays on the thread it was dealt, so a request never wakes another thread:
+/// on the work-stealing runtime, moving tasks between workers (futex wake-ups and context
+/// switches) was a quarter of the update check's profile. Connections are accepted on the
+/// main runtime and dealt in turn (see [`deal_connections`]). Background jobs stay on the
+/// main runtime. Work that blocks goes to `spawn_blocking` as anywhere else; a handler that
+/// computed for long would delay only its own thread's connections.
 async fn serve_on_threads(
     listener: TcpListener,
     router: axum::Router,
     threads: usize,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let listener = listener.into_std()?;
+    let local_addr = listener.local_addr()?;
     let mut serving = Vec::with_capacity(threads);
+    let mut dealt_to = Vec::with_capacity(threads);
     for index in 0..threads {
-        let listener = listener
-            .try_clone()
-            .context("sharing the listening socket")?;
+        let (deal, dealt) = tokio::sync::mpsc::channel(DEALT_BACKLOG);
+        dealt_to.push(deal);
         let router = router.clone();
         let stop = stop.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -130,10 +132,15 @@ async fn serve_on_threads(
                     .context("starting an HTTP thread's runtime")
                     .and_then(|runtime| {
                         runtime.block_on(async move {
-                            let listener = TcpListener::from_std(listener)?;
+                            let connections = DealtConnections { dealt, local_addr }
+                                // Answers are written whole, and a response's last bytes
+                                // should not wait for the client's ACK of its first.
+                                .tap_io(|tcp| {
+                                    let _ = tcp.set_nodelay(true);
+                                });
                             let service =
                                 router.into_make_service_with_connect_info::<SocketAddr>();
-                            axum::serve(listener, service)
+                            axum::serve(connections, service)
                                 .with_graceful_shutdown(stopped(stop))
                                 .await?;
                             anyhow::Ok(())
@@ -144,12 +151,94 @@ async fn serve_on_threads(
             .context("starting an HTTP thread")?;
         serving.push(done_rx);
     }
-    for done in serving {
-        // A thread that ended without a word panicked; the panic has been printed.
-        done.await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("an HTTP thread panicked")))?;
+    let dealer = tokio::spawn(deal_connections(listener, dealt_to, stop));
+    let served = async {
+        for done in serving {
+            // A thread that ended without a word panicked; the panic has been printed.
+            done.await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("an HTTP thread panicked")))?;
+        }
+        anyhow::Ok(())
     }
-    Ok(())
+    .await;
+    dealer.abort();
+    served
+}
+
+/// How many accepted connections may wait for their HTTP thread; beyond that, accepting
+/// waits, and new connections wait in the kernel's backlog.
+const DEALT_BACKLOG: usize = 256;
+
+/// An accepted connection on its way to the HTTP thread that serves it.
+type DealtConnection = (std::net::TcpStream, SocketAddr);
+
+/// Accepts connections until the stop signal and deals them to the HTTP threads in turn, so
+/// that each serves its share.
+///
+/// Threads that all poll one listening socket do not share: whichever wakes first takes the
+/// connection, and under load one thread was seen holding all 16 of a benchmark's keep-alive
+/// connections while the other idled, halving throughput. Dealing costs one wake-up of the
+/// receiving thread per connection, not per request.
+async fn deal_connections(
+    mut listener: TcpListener,
+    threads: Vec<tokio::sync::mpsc::Sender<DealtConnection>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let stop = stopped(stop);
+    tokio::pin!(stop);
+    let mut next = 0;
+    loop {
+        // axum's accept logs and rides out errors (a full file table waits a second).
+        let (stream, addr) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            () = &mut stop => return,
+        };
+        // Each runtime registers its connections with its own reactor.
+        let mut connection = match stream.into_std() {
+            Ok(stream) => (stream, addr),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand over an accepted connection");
+                continue;
+            }
+        };
+        // A thread that has ended (it failed; the store is stopping) is passed over.
+        for _ in 0..threads.len() {
+            let thread = &threads[next];
+            next = (next + 1) % threads.len();
+            match thread.send(connection).await {
+                Ok(()) => break,
+                Err(tokio::sync::mpsc::error::SendError(returned)) => connection = returned,
+            }
+        }
+    }
+}
+
+/// The connections dealt to one HTTP thread, as axum's listener.
+struct DealtConnections {
+    dealt: tokio::sync::mpsc::Receiver<DealtConnection>,
+    local_addr: SocketAddr,
+}
+
+impl axum::serve::Listener for DealtConnections {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some((stream, addr)) = self.dealt.recv().await else {
+                // The dealer stopped: so did the store, and the graceful shutdown ends this.
+                return std::future::pending().await;
+            };
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => return (stream, addr),
+                Err(e) => tracing::warn!(error = %e, "could not register a dealt connection"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
 }
 
 /// Resolves once the stop signal is raised (or its sender is gone).
@@ -280,4 +369,59 @@ fn spawn_embedded_worker(
             backoff = (backoff * 2).min(Duration::from_secs(60));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many connections each receiver holds once `expected` have arrived in all.
+    async fn dealt_counts(
+        receivers: &mut [tokio::sync::mpsc::Receiver<DealtConnection>],
+        expected: usize,
+    ) -> Vec<usize> {
+        let mut counts = vec![0; receivers.len()];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while counts.iter().sum::<usize>() < expected && tokio::time::Instant::now() < deadline {
+            for (count, receiver) in counts.iter_mut().zip(receivers.iter_mut()) {
+                while receiver.try_recv().is_ok() {
+                    *count += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        counts
+    }
+
+    #[tokio::test]
+    async fn connections_are_dealt_evenly_and_ended_threads_passed_over() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (senders, mut receivers): (Vec<_>, Vec<_>) =
+            (0..3).map(|_| tokio::sync::mpsc::channel(8)).unzip();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let dealer = tokio::spawn(deal_connections(listener, senders, stop_rx));
+
+        let mut clients = Vec::new();
+        for _ in 0..12 {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        assert_eq!(dealt_counts(&mut receivers, 12).await, [4, 4, 4]);
+
+        // The second thread ends: its turns go to the others.
+        let mut ended = receivers.remove(1);
+        ended.close();
+        for _ in 0..6 {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        assert_eq!(dealt_counts(&mut receivers, 6).await, [3, 3]);
+
+        // The stop signal ends dealing, and the listening socket closes with it.
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), dealer)
+            .await
+            .expect("the dealer stops")
+            .unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
 }
