@@ -13,6 +13,7 @@ pub mod controllers;
 pub mod db;
 pub mod deltas;
 pub mod error;
+pub mod host_range;
 pub mod http;
 pub mod metrics;
 pub mod names;

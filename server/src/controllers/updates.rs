@@ -23,7 +23,8 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::catalogue::{
-    CacheView, Cached, FastHash, HostContext, Json, PluginOffers, write_json_object,
+    CacheView, Cached, FastHash, HostContext, Json, OfferedPatch, OfferedVersion, PluginOffers,
+    write_json_object,
 };
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::releases::ReleaseState;
@@ -262,6 +263,14 @@ fn parse_check<'a>(request: &'a UpdateCheckRequest<'a>) -> ApiResult<ParsedCheck
     })
 }
 
+/// An update to offer for one installed plugin.
+struct Offer<'a, 'c> {
+    installed: &'a Installed<'c>,
+    offers: &'a PluginOffers,
+    newest: &'a OfferedVersion,
+    patch: Option<&'a OfferedPatch>,
+}
+
 /// Renders the answer up to its `metadata_url`, or names the plugins neither `view` nor
 /// `loaded` knows.
 fn render_answer<'c>(
@@ -293,59 +302,78 @@ fn render_answer<'c>(
         return Err(unknown);
     }
 
-    let mut out = Vec::with_capacity(64 + 800 * plugins.len());
-    out.extend_from_slice(b"{\"updates\":[");
+    // What to offer is decided for every plugin before any answer is written: each decision
+    // reads memory the caches rarely hold (the plugin, its versions, their patches), and
+    // without 50 copies of prepared text in between, the processor overlaps those reads
+    // across plugins.
     let mut revocations = Vec::new();
-    let mut first = true;
-    for (installed, offers) in &plugins {
-        // Newest first: the versions newer than the installed one, then usually the installed
-        // one itself. One pass over that prefix, which is all a current host's check reads.
-        let mut newest = None;
-        for offered in &offers.versions {
-            match offered.version.cmp(&installed.version) {
-                Ordering::Greater => {
-                    if newest.is_none() && offered.eligible_for(&offers.id, host) {
-                        newest = Some(offered);
+    let offers: Vec<Offer<'_, 'c>> = plugins
+        .iter()
+        .filter_map(|&(installed, offers)| {
+            // Newest first: the versions newer than the installed one, then usually the
+            // installed one itself. One pass over that prefix, which is all a current host's
+            // check reads.
+            let mut newest = None;
+            for offered in &offers.versions {
+                match offered.version.cmp(&installed.version) {
+                    Ordering::Greater => {
+                        if newest.is_none() && offered.eligible_for(&offers.id, host) {
+                            newest = Some(offered);
+                        }
                     }
-                }
-                Ordering::Equal => {
-                    if offered.digest == installed.sha256
-                        && let ReleaseState::Revoked { revocation, detail } = &offered.state
-                    {
-                        revocations.push(RevokedInstall {
-                            id: installed.id.to_owned(),
-                            version: installed.version_text.to_owned(),
-                            sha256: installed.sha256_text.to_owned(),
-                            reason: revocation.code().to_owned(),
-                            detail: detail.clone(),
-                        });
+                    Ordering::Equal => {
+                        if offered.digest == installed.sha256
+                            && let ReleaseState::Revoked { revocation, detail } = &offered.state
+                        {
+                            revocations.push(RevokedInstall {
+                                id: installed.id.to_owned(),
+                                version: installed.version_text.to_owned(),
+                                sha256: installed.sha256_text.to_owned(),
+                                reason: revocation.code().to_owned(),
+                                detail: detail.clone(),
+                            });
+                        }
+                        break;
                     }
-                    break;
+                    Ordering::Less => break,
                 }
-                Ordering::Less => break,
             }
-        }
-        let Some(newest) = newest else {
-            continue;
-        };
-        let patch = newest
-            .patches
-            .iter()
-            .find(|patch| patch.from == installed.sha256 && patch.size < newest.size);
-        if !first {
+            let newest = newest?;
+            let patch = newest
+                .patches
+                .iter()
+                .find(|patch| patch.from == installed.sha256 && patch.size < newest.size);
+            Some(Offer {
+                installed,
+                offers,
+                newest,
+                patch,
+            })
+        })
+        .collect();
+
+    let mut out = Vec::with_capacity(64 + 800 * offers.len());
+    out.extend_from_slice(b"{\"updates\":[");
+    for (i, offer) in offers.iter().enumerate() {
+        if i > 0 {
             out.push(b',');
         }
-        first = false;
+        let json = |span| offer.offers.json(span);
         write_json_object(
             &mut out,
             &[
-                ("id", Json::Text(installed.id)),
-                ("installed_version", Json::Text(installed.version_text)),
+                ("id", Json::Text(offer.installed.id)),
+                (
+                    "installed_version",
+                    Json::Text(offer.installed.version_text),
+                ),
                 // `"version":…,"package":{…}`, rendered by the catalogue.
-                ("", Json::Members(offers.json(newest.version_and_package))),
+                ("", Json::Members(json(offer.newest.version_and_package))),
                 (
                     "patch",
-                    patch.map_or(Json::Null, |patch| Json::Rendered(offers.json(patch.json))),
+                    offer
+                        .patch
+                        .map_or(Json::Null, |patch| Json::Rendered(json(patch.json))),
                 ),
             ],
         );
