@@ -49,6 +49,9 @@ pub struct PluginOffers {
     pub id: PluginId,
     /// Newest version first.
     pub versions: Vec<OfferedVersion>,
+    /// Whether any version is revoked. Only then does a check look past the version it
+    /// offers for the installed one: each version further is another read from memory.
+    pub any_revoked: bool,
     /// The prepared JSON of the versions and patches, one after another (see [`JsonSpan`]).
     /// Bytes, not a `str`: slicing a `str` reads the bytes at both ends to check they are
     /// character boundaries, two more reads that miss the processor's caches per copy.
@@ -385,10 +388,13 @@ impl Catalogue {
                     patches,
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
         PluginOffers {
             plugin_db_id: plugin.plugin_db_id,
             id,
+            any_revoked: versions
+                .iter()
+                .any(|offered| matches!(offered.state, ReleaseState::Revoked { .. })),
             versions,
             json: json.into_boxed_slice(),
         }
@@ -596,9 +602,12 @@ pub fn write_json_members(out: &mut Vec<u8>, fields: &[(&str, Json<'_>)]) {
 /// Appends `text` as a JSON string.
 pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
     // Ids, versions and digests, the usual text, need no escaping: copy them as they are.
-    let plain = text
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    // Every byte is looked at, without stopping at the first that needs escaping, so that
+    // the compiler checks 16 at a time.
+    let needs_escaping = text.bytes().fold(false, |needs, b| {
+        needs | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
+    });
+    let plain = !needs_escaping;
     if plain {
         out.reserve(text.len() + 2);
         out.push(b'"');
@@ -640,7 +649,9 @@ mod tests {
                 ("plain", Json::Text("acme/hello")),
                 (
                     "tricky",
-                    Json::Text("quote \" backslash \\ newline \n tab \t bell \u{7} é"),
+                    Json::Text(
+                        "quote \" backslash \\ newline \n tab \t bell \u{7} delete \u{7f} é",
+                    ),
                 ),
                 ("number", Json::Number(u64::MAX)),
                 ("inner", Json::Rendered(b"{\"a\":[1,2]}")),
@@ -653,7 +664,7 @@ mod tests {
             parsed,
             serde_json::json!({
                 "plain": "acme/hello",
-                "tricky": "quote \" backslash \\ newline \n tab \t bell \u{7} é",
+                "tricky": "quote \" backslash \\ newline \n tab \t bell \u{7} delete \u{7f} é",
                 "number": u64::MAX,
                 "inner": {"a": [1, 2]},
                 "spliced": true,

@@ -311,14 +311,16 @@ fn render_answer<'c>(
         .iter()
         .filter_map(|&(installed, offers)| {
             // Newest first: the versions newer than the installed one, then usually the
-            // installed one itself. One pass over that prefix, which is all a current host's
-            // check reads.
+            // installed one itself, read only to see whether it was revoked.
             let mut newest = None;
             for offered in &offers.versions {
                 match offered.version.cmp(&installed.version) {
                     Ordering::Greater => {
                         if newest.is_none() && offered.eligible_for(&offers.id, host) {
                             newest = Some(offered);
+                            if !offers.any_revoked {
+                                break;
+                            }
                         }
                     }
                     Ordering::Equal => {
