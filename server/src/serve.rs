@@ -342,7 +342,11 @@ fn spawn_embedded_worker(
             } else {
                 command.env("PLUGSTORE_WORKER_TOKEN", &token);
             }
-            command.kill_on_drop(true);
+            // The worker stops when this pipe closes, which it does however the store ends.
+            command
+                .arg("--exit-with-stdin")
+                .stdin(std::process::Stdio::piped())
+                .kill_on_drop(true);
             let mut child = match command.spawn() {
                 Ok(child) => child,
                 Err(e) => {

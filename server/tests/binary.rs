@@ -237,6 +237,66 @@ async fn one_command_store_starts_with_defaults_and_shuts_down_on_sigterm() {
     );
 }
 
+/// The processes whose parent is `parent`.
+#[cfg(target_os = "linux")]
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid …`; the command name may hold spaces, so split after it.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after_name = stat.rsplit_once(") ")?.1.to_owned();
+                    after_name.split(' ').nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Whether `pid` is still running (a zombie waiting to be reaped has ended).
+#[cfg(target_os = "linux")]
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}
+
+/// A store killed outright cannot stop its embedded scan worker; the worker notices and ends
+/// on its own instead of polling a store that is gone, forever.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_embedded_worker_ends_when_the_store_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = start_on_threads(dir.path(), port, 1, &[]);
+    wait_ready(&reqwest::Client::new(), &url).await;
+    let store = server.child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let worker = loop {
+        if let Some(&worker) = children_of(store).first() {
+            break worker;
+        }
+        assert!(Instant::now() < deadline, "the store started no worker");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(worker) {
+        assert!(
+            Instant::now() < deadline,
+            "the worker {worker} outlived its store by 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn http_threads_share_the_connections_and_stop_together() {
     let dir = tempfile::tempdir().unwrap();

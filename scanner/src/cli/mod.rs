@@ -101,6 +101,11 @@ struct WorkerArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Stop (finishing the job in hand) when standard input closes. The store starts its
+    /// embedded worker with a pipe it never writes to, so the worker ends with the store
+    /// even when the store is killed and cannot stop it.
+    #[arg(long, hide = true)]
+    exit_with_stdin: bool,
 }
 
 /// Runs the scanner's command line. `args` starts with the program name, as
@@ -228,14 +233,46 @@ fn run_worker(args: WorkerArgs, self_invocation: Vec<OsString>) -> anyhow::Resul
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let (stop, stopped) = watch::channel(false);
+        let exit_with_stdin = args.exit_with_stdin;
         tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutdown requested: finishing the job in hand");
+            tokio::select! {
+                () = shutdown_signal() => {
+                    tracing::info!("shutdown requested: finishing the job in hand");
+                }
+                () = stdin_closed(), if exit_with_stdin => {
+                    tracing::info!("the store that started this worker is gone: finishing the job in hand");
+                }
+            }
             let _ = stop.send(true);
         });
         tracing::info!(server = %config.server, worker = %config.name, concurrency = config.concurrency, "scan worker started");
         worker::run(config, stopped).await
     })
+}
+
+/// Resolves once standard input reaches its end or fails.
+async fn stdin_closed() {
+    // Reading stdin blocks, so a thread of its own waits for it: a detached one, since the
+    // runtime waits for its blocking tasks when it shuts down, and this one may never end.
+    let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
+    let watching = std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            let mut buffer = [0u8; 64];
+            let mut stdin = std::io::stdin().lock();
+            while matches!(std::io::Read::read(&mut stdin, &mut buffer), Ok(n) if n > 0) {}
+            drop(closed);
+        });
+    match watching {
+        // Resolves when the thread drops its end, having read to the end.
+        Ok(_) => {
+            let _ = on_close.await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch standard input; the worker stops only on a signal");
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 async fn shutdown_signal() {
