@@ -292,16 +292,37 @@ fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
     pem_to_der_labelled(pem, "CERTIFICATE")
 }
 
-/// The first PEM block with `label`, decoded.
+/// The first PEM block with `label`, decoded; `None` when there is none or the text is not
+/// well-formed PEM (RFC 7468, as the `pem` crate reads it).
 pub fn pem_to_der_labelled(pem: &str, label: &str) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = pem.find(&begin)? + begin.len();
-    let stop = start + pem[start..].find(&end)?;
-    let body: String = pem[start..stop]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
+    pem::parse_many(pem)
+        .ok()?
+        .into_iter()
+        .find(|block| block.tag() == label)
+        .map(pem::Pem::into_contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_blocks_are_found_by_label_and_malformed_pem_is_refused() {
+        let two = "junk before\n-----BEGIN PRIVATE KEY-----\nAQID\n-----END PRIVATE KEY-----\n\
+                   -----BEGIN CERTIFICATE REQUEST-----\nBAUG\n-----END CERTIFICATE REQUEST-----\n";
+        assert_eq!(
+            pem_to_der_labelled(two, "CERTIFICATE REQUEST"),
+            Some(vec![4, 5, 6])
+        );
+        assert_eq!(pem_to_der_labelled(two, "PRIVATE KEY"), Some(vec![1, 2, 3]));
+        assert_eq!(pem_to_der_labelled(two, "CERTIFICATE"), None);
+        // Not base64, an END that does not match its BEGIN, no END at all.
+        for bad in [
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE REQUEST-----\n",
+            "-----BEGIN CERTIFICATE-----\nAQID\n",
+        ] {
+            assert_eq!(pem_to_der_labelled(bad, "CERTIFICATE"), None, "{bad}");
+        }
+    }
 }
