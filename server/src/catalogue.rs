@@ -607,8 +607,7 @@ pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
     let needs_escaping = text.bytes().fold(false, |needs, b| {
         needs | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
     });
-    let plain = !needs_escaping;
-    if plain {
+    if !needs_escaping {
         out.reserve(text.len() + 2);
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());

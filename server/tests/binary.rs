@@ -237,21 +237,38 @@ async fn one_command_store_starts_with_defaults_and_shuts_down_on_sigterm() {
     );
 }
 
+/// Asks `check` every 20 ms until it answers, for at most `limit`; `None` if it never did.
+async fn poll_until<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(answer) = check() {
+            return Some(answer);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The fields of `/proc/{pid}/stat` after the command name (which may hold spaces), starting
+/// with the state; `None` once the process is gone.
+#[cfg(target_os = "linux")]
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = stat.rsplit_once(") ")?.1;
+    Some(after_name.split(' ').map(str::to_owned).collect())
+}
+
 /// The processes whose parent is `parent`.
 #[cfg(target_os = "linux")]
 fn children_of(parent: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // `pid (comm) state ppid …`; the command name may hold spaces, so split after it.
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let after_name = stat.rsplit_once(") ")?.1.to_owned();
-                    after_name.split(' ').nth(1)?.parse::<u32>().ok()
-                })
-                == Some(parent)
+        .filter(|&pid| {
+            let ppid = stat_fields(pid).and_then(|fields| fields.get(1)?.parse::<u32>().ok());
+            ppid == Some(parent)
         })
         .collect()
 }
@@ -259,10 +276,7 @@ fn children_of(parent: u32) -> Vec<u32> {
 /// Whether `pid` is still running (a zombie waiting to be reaped has ended).
 #[cfg(target_os = "linux")]
 fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with('Z')))
-        .is_some_and(|zombie| !zombie)
+    stat_fields(pid).is_some_and(|fields| fields.first().is_some_and(|state| state != "Z"))
 }
 
 /// A store killed outright cannot stop its embedded scan worker; the worker notices and ends
@@ -276,25 +290,19 @@ async fn the_embedded_worker_ends_when_the_store_is_killed() {
     let mut server = start_on_threads(dir.path(), port, 1, &[]);
     wait_ready(&reqwest::Client::new(), &url).await;
     let store = server.child.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let worker = loop {
-        if let Some(&worker) = children_of(store).first() {
-            break worker;
-        }
-        assert!(Instant::now() < deadline, "the store started no worker");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let worker = poll_until(Duration::from_secs(30), || {
+        children_of(store).first().copied()
+    })
+    .await
+    .expect("the store started no worker");
 
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while running(worker) {
-        assert!(
-            Instant::now() < deadline,
-            "the worker {worker} outlived its store by 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ended = poll_until(Duration::from_secs(30), || (!running(worker)).then_some(())).await;
+    assert!(
+        ended.is_some(),
+        "the worker {worker} outlived its store by 30 s"
+    );
 }
 
 #[tokio::test]
@@ -320,13 +328,13 @@ async fn http_threads_share_the_connections_and_stop_together() {
             names.sort();
             names
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut names = http_thread_names();
-        while names != ["http-0", "http-1", "http-2"] && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            names = http_thread_names();
-        }
-        assert_eq!(names, ["http-0", "http-1", "http-2"]);
+        let all = ["http-0", "http-1", "http-2"];
+        let names = poll_until(Duration::from_secs(10), || {
+            Some(http_thread_names()).filter(|names| names == &all)
+        })
+        .await
+        .unwrap_or_else(http_thread_names);
+        assert_eq!(names, all);
     }
 
     // Many keep-alive connections at once, each asking several times: every request is
