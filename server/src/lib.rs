@@ -8,6 +8,7 @@ pub mod auth;
 pub mod blobs;
 pub mod ca;
 pub mod catalogue;
+pub mod check_request;
 pub mod config;
 pub mod controllers;
 pub mod db;

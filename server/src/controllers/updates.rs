@@ -26,6 +26,7 @@ use crate::catalogue::{
     CacheView, Cached, FastHash, HostContext, Json, OfferedPatch, OfferedVersion, PluginOffers,
     write_json_object,
 };
+use crate::check_request::{plain_release, read_usual_check};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::releases::ReleaseState;
 
@@ -36,7 +37,7 @@ pub const MAX_INSTALLED: usize = 1000;
 const INSTALL_ID_LEN: std::ops::RangeInclusive<usize> = 8..=128;
 
 /// The host application asking.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, PartialEq, Deserialize, ToSchema)]
 pub struct HostApp<'a> {
     /// The host application's id (reverse-DNS style), recorded for operators.
     #[serde(borrow)]
@@ -50,7 +51,7 @@ pub struct HostApp<'a> {
 }
 
 /// One installed plugin.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, PartialEq, Deserialize, ToSchema)]
 pub struct InstalledPlugin<'a> {
     /// `publisher/name`.
     #[serde(borrow)]
@@ -65,7 +66,7 @@ pub struct InstalledPlugin<'a> {
 
 /// `POST /api/v1/updates/check`. Read without copying its strings: a check lists dozens of
 /// plugins and is the store's hottest request.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, PartialEq, Deserialize, ToSchema)]
 pub struct UpdateCheckRequest<'a> {
     /// Who asks.
     #[serde(borrow)]
@@ -232,12 +233,14 @@ fn parse_check<'a>(request: &'a UpdateCheckRequest<'a>) -> ApiResult<ParsedCheck
                 "installed[{i}]: `{id}` is listed twice"
             )));
         }
-        let version = Version::parse(&plugin.version).map_err(|e| {
-            ApiError::invalid(format!(
-                "installed[{i}].version `{}` is not semver: {e}",
-                plugin.version
-            ))
-        })?;
+        let version = plain_release(&plugin.version)
+            .map_or_else(|| Version::parse(&plugin.version), Ok)
+            .map_err(|e| {
+                ApiError::invalid(format!(
+                    "installed[{i}].version `{}` is not semver: {e}",
+                    plugin.version
+                ))
+            })?;
         let sha256_text = plugin
             .sha256
             .strip_prefix("sha256:")
@@ -394,12 +397,15 @@ pub async fn check_updates(
     _caller: Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    // Validating the UTF-8 once and parsing text is a third cheaper than `from_slice`, which
-    // validates each string on its own (measured with callgrind on a 50-plugin check).
+    // The UTF-8 is validated once for the whole body, not string by string.
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::invalid(format!("the body is not UTF-8: {e}")))?;
-    let request: UpdateCheckRequest<'_> = serde_json::from_str(text)
-        .map_err(|e| ApiError::invalid(format!("the body is not an update check: {e}")))?;
+    let request: UpdateCheckRequest<'_> = match read_usual_check(text) {
+        Some(request) => request,
+        // Anything unusual, including every mistake, is read (and explained) by serde_json.
+        None => serde_json::from_str(text)
+            .map_err(|e| ApiError::invalid(format!("the body is not an update check: {e}")))?,
+    };
     let check = parse_check(&request)?;
     let host = HostContext {
         version: &check.host_version,
