@@ -13,6 +13,10 @@ use plugstore_server::config::{FlagOverride, LoadedSettings, Settings};
 use plugstore_server::controllers::auth::create_user;
 use plugstore_server::db::Database;
 use plugstore_server::serve;
+use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{Layer, Registry};
 
 // The update check allocates a few dozen short-lived buffers per request on two threads;
 // glibc's malloc was about a tenth of its profile (free lists consolidated under the
@@ -118,17 +122,34 @@ fn load_settings(cli: &Cli) -> anyhow::Result<LoadedSettings> {
     )?)
 }
 
+/// Logs to stderr, filtered by `RUST_LOG`, else `log.level`, else `info`.
+///
+/// Directives that only name targets and levels (the usual ones) become a [`Targets`] filter.
+/// `EnvFilter` is kept for span and field directives: it takes a lock shared by all threads
+/// on every span enter and exit, which every request's span pays several times.
 fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|directives| EnvFilter::try_new(directives).is_ok())
+        .unwrap_or_else(|| settings.log.level.clone());
+    // `Targets` would take a span directive (`[request]=debug`) for a target name.
+    let spans_or_fields = directives.contains(['[', '{']);
+    let targets = directives
+        .parse::<Targets>()
+        .ok()
+        .filter(|_| !spans_or_fields);
+    let filter: Box<dyn Layer<Registry> + Send + Sync> = match targets {
+        Some(targets) => Box::new(targets),
+        None => {
+            Box::new(EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info")))
+        }
+    };
+    let logs = tracing_subscriber::registry().with(filter);
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     if settings.log.format == "json" {
-        builder.json().init();
+        logs.with(output.json()).init();
     } else {
-        builder.init();
+        logs.with(output).init();
     }
 }
 
