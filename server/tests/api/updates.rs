@@ -280,6 +280,15 @@ both_stacks! {
             (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "install-0001",
                     "installed": [{"id": "acme", "version": "1.0.0", "sha256": "00"}]}), "installed[0].id"),
             (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "install-0001",
+                    "installed": [{"id": "acme/Alpha", "version": "1.0.0", "sha256": "a".repeat(64)}]}), "installed[0].id"),
+            (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "install-0001",
+                    "installed": [{"id": "acme/alpha", "version": "1.0", "sha256": "a".repeat(64)}]}), "installed[0].version"),
+            (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "install-0001",
+                    "installed": [{"id": "acme/alpha", "version": "01.0.0", "sha256": "a".repeat(64)}]}), "installed[0].version"),
+            (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "install-0001",
+                    "installed": [{"id": "acme/alpha", "version": "1.0.0"}]}), "missing field `sha256`"),
+            (json!(["not", "an", "update", "check"]), "not an update check"),
+            (json!({"host": {"app_id": "x", "version": "2.0.0", "platform": "any"}, "install_id": "install-0001",
                     "installed": [{"id": "acme/alpha", "version": "1.0.0", "sha256": "a".repeat(64)}, {"id": "acme/alpha", "version": "1.0.0", "sha256": "a".repeat(64)}]}), "listed twice"),
         ];
         for (body, mention) in cases {
