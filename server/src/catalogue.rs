@@ -599,15 +599,20 @@ pub fn write_json_members(out: &mut Vec<u8>, fields: &[(&str, Json<'_>)]) {
     }
 }
 
+/// Whether `text` has a character that a JSON string must escape (or that we escape: every
+/// byte outside printable ASCII).
+pub fn needs_json_escaping(text: &str) -> bool {
+    // Every byte is looked at, without stopping at the first that needs escaping, so that
+    // the compiler checks 16 at a time.
+    text.bytes().fold(false, |needs, b| {
+        needs | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
+    })
+}
+
 /// Appends `text` as a JSON string.
 pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
     // Ids, versions and digests, the usual text, need no escaping: copy them as they are.
-    // Every byte is looked at, without stopping at the first that needs escaping, so that
-    // the compiler checks 16 at a time.
-    let needs_escaping = text.bytes().fold(false, |needs, b| {
-        needs | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escaping {
+    if !needs_json_escaping(text) {
         out.reserve(text.len() + 2);
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());

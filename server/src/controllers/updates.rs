@@ -23,8 +23,8 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::catalogue::{
-    CacheView, Cached, FastHash, HostContext, Json, OfferedPatch, OfferedVersion, PluginOffers,
-    write_json_object,
+    CacheView, Cached, FastHash, HostContext, OfferedPatch, OfferedVersion, PluginOffers,
+    needs_json_escaping,
 };
 use crate::check_request::{plain_release, read_usual_check};
 use crate::error::{ApiError, ApiResult, Problem};
@@ -368,24 +368,26 @@ fn render_answer<'c>(
             out.push(b',');
         }
         let json = |span| offer.offers.json(span);
-        write_json_object(
-            &mut out,
-            &[
-                ("id", Json::Text(offer.installed.id)),
-                (
-                    "installed_version",
-                    Json::Text(offer.installed.version_text),
-                ),
-                // `"version":…,"package":{…}`, rendered by the catalogue.
-                ("", Json::Members(json(offer.newest.version_and_package))),
-                (
-                    "patch",
-                    offer
-                        .patch
-                        .map_or(Json::Null, |patch| Json::Rendered(json(patch.json))),
-                ),
-            ],
-        );
+        // Written piece by piece, without looking for characters to escape: the id passed
+        // the naming rules and the version semver's grammar, which allow none.
+        let (id, version) = (offer.installed.id, offer.installed.version_text);
+        debug_assert!(!needs_json_escaping(id) && !needs_json_escaping(version));
+        for piece in [
+            b"{\"id\":\"".as_slice(),
+            id.as_bytes(),
+            b"\",\"installed_version\":\"",
+            version.as_bytes(),
+            b"\",",
+            // `"version":…,"package":{…}`, rendered by the catalogue.
+            json(offer.newest.version_and_package),
+            b",\"patch\":",
+            offer
+                .patch
+                .map_or(b"null".as_slice(), |patch| json(patch.json)),
+            b"}",
+        ] {
+            out.extend_from_slice(piece);
+        }
     }
     out.extend_from_slice(b"],\"revocations\":");
     // Serialising plain structs into a `Vec` cannot fail.
