@@ -4,8 +4,10 @@
 //!
 //! Run with `scripts/bench-updates` (installs nginx and wrk when missing), or
 //! `cargo bench -p plugstore-server --bench update_check`. Settings: BENCH_SECONDS (10),
-//! BENCH_CONNECTIONS (16), BENCH_ROUNDS (2; alternating, best of each kept), BENCH_SIZES
-//! (`10000,100000`), BENCH_BEHIND (50: how many of the installed plugins have an update),
+//! BENCH_CONNECTIONS (16), BENCH_ROUNDS (2; each round measures every size and server in
+//! turn, so that sizes and builds see the same stretch of the machine's noise, and the best
+//! round of each is kept), BENCH_SIZES (`10000,100000`), BENCH_BEHIND (50: how many of the
+//! installed plugins have an update),
 //! BENCH_BASELINE_SERVER (the path of another `plugstore-server` build, say one from the
 //! commit before a change: it serves the same data beside this build and is measured in the
 //! same rounds, so a change is judged against a baseline from the same run). Build the
@@ -299,6 +301,19 @@ fn parse_wrk_duration(text: &str) -> f64 {
     number.parse::<f64>().unwrap_or(f64::NAN) * factor
 }
 
+/// One catalogue size, set up and kept running while the rounds alternate between sizes.
+struct Setup {
+    plugins: u64,
+    /// Holds the database, nginx's files and wrk's script until the end.
+    _dir: tempfile::TempDir,
+    script: std::path::PathBuf,
+    store: (Process, String),
+    baseline: Option<(Process, String)>,
+    nginx: (Process, String),
+    response_bytes: usize,
+}
+
+/// The best round of each server at one size.
 struct Measured {
     plugins: u64,
     store: Run,
@@ -335,7 +350,9 @@ fn keep_best(best: &mut Run, run: Run) {
     }
 }
 
-fn measure(plugins: u64, behind: usize, seconds: u64, connections: u64, rounds: u64) -> Measured {
+/// Seeds a catalogue of `plugins`, starts the store (and the baseline build) on it and nginx
+/// beside it with a copy of a real answer, and warms the store's cache.
+fn prepare(plugins: u64, behind: usize) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("store");
     std::fs::create_dir_all(&data).expect("data dir");
@@ -404,29 +421,52 @@ fn measure(plugins: u64, behind: usize, seconds: u64, connections: u64, rounds: 
         warming.elapsed().as_secs_f64()
     );
 
-    let mut store_best = Run::NONE;
-    let mut baseline_best = Run::NONE;
-    let mut nginx_best = Run::NONE;
-    for round in 1..=rounds {
-        let nginx_run = wrk(&nginx_url, None, seconds, connections, &nginx);
-        let store = wrk(&store_url, Some(&script), seconds, connections, &server);
-        println!("  round {round}: nginx     {nginx_run}\n           plugstore {store}");
-        if let Some((process, url)) = &baseline {
-            let run = wrk(url, Some(&script), seconds, connections, process);
-            println!("           baseline  {run}");
-            keep_best(&mut baseline_best, run);
-        }
-        keep_best(&mut nginx_best, nginx_run);
-        keep_best(&mut store_best, store);
-    }
-    drop(server);
-    Measured {
+    Setup {
         plugins,
-        store: store_best,
-        baseline: baseline.map(|_| baseline_best),
-        nginx: nginx_best,
+        _dir: dir,
+        script,
+        store: (server, store_url),
+        baseline,
+        nginx: (nginx, nginx_url),
         response_bytes,
     }
+}
+
+/// Measures every size in each round, in turn, so that sizes are compared across the same
+/// stretch of the machine's noise rather than one size's rounds before the other's.
+fn measure(setups: &[Setup], seconds: u64, connections: u64, rounds: u64) -> Vec<Measured> {
+    let mut best: Vec<Measured> = setups
+        .iter()
+        .map(|setup| Measured {
+            plugins: setup.plugins,
+            store: Run::NONE,
+            baseline: setup.baseline.as_ref().map(|_| Run::NONE),
+            nginx: Run::NONE,
+            response_bytes: setup.response_bytes,
+        })
+        .collect();
+    for round in 1..=rounds {
+        for (setup, best) in setups.iter().zip(&mut best) {
+            let (nginx, nginx_url) = &setup.nginx;
+            let (server, store_url) = &setup.store;
+            let nginx_run = wrk(nginx_url, None, seconds, connections, nginx);
+            let store = wrk(store_url, Some(&setup.script), seconds, connections, server);
+            println!(
+                "  round {round}, {} plugins: nginx     {nginx_run}\n{:>24}plugstore {store}",
+                setup.plugins, ""
+            );
+            if let (Some((process, url)), Some(baseline_best)) =
+                (&setup.baseline, &mut best.baseline)
+            {
+                let run = wrk(url, Some(&setup.script), seconds, connections, process);
+                println!("{:>24}baseline  {run}", "");
+                keep_best(baseline_best, run);
+            }
+            keep_best(&mut best.nginx, nginx_run);
+            keep_best(&mut best.store, store);
+        }
+    }
+    best
 }
 
 fn main() {
@@ -446,10 +486,12 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let results: Vec<Measured> = sizes
+    let setups: Vec<Setup> = sizes
         .iter()
-        .map(|&plugins| measure(plugins, behind, seconds, connections, rounds))
+        .map(|&plugins| prepare(plugins, behind))
         .collect();
+    let results = measure(&setups, seconds, connections, rounds);
+    drop(setups);
     println!(
         "POST /api/v1/updates/check, {INSTALLED} installed plugins ({behind} with an update), wrk -t2 -c{connections} -d{seconds}s, best of {rounds}"
     );
@@ -476,10 +518,11 @@ fn main() {
     if let [small, .., large] = results.as_slice() {
         let drop = 1.0 - large.store.requests_per_second / small.store.requests_per_second;
         println!(
-            "  throughput drop {} → {} plugins: {:.1}% (target <= 10%)",
+            "  throughput drop {} → {} plugins: {:.1}% (target <= 10%); CPU per check {:+.1}%",
             small.plugins,
             large.plugins,
-            drop * 100.0
+            drop * 100.0,
+            (large.store.cpu_us / small.store.cpu_us - 1.0) * 100.0
         );
     }
 }
