@@ -354,6 +354,9 @@ fn spawn_embedded_worker(
                     return;
                 }
             };
+            // Held until the worker ends: tokio's `Child::wait` closes a stdin it still holds,
+            // which the worker would take for the end of its store.
+            let _lifeline = child.stdin.take();
             tracing::info!(pid = child.id(), "started the embedded scan worker");
             let started = std::time::Instant::now();
             tokio::select! {

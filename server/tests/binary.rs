@@ -283,7 +283,7 @@ fn running(pid: u32) -> bool {
 /// on its own instead of polling a store that is gone, forever.
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn the_embedded_worker_ends_when_the_store_is_killed() {
+async fn the_embedded_worker_stays_up_and_ends_when_the_store_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
@@ -295,6 +295,11 @@ async fn the_embedded_worker_ends_when_the_store_is_killed() {
     })
     .await
     .expect("the store started no worker");
+    // A worker that took its store for gone would exit and be restarted within 3 s (the
+    // store waits 1 s, then 2 s), under another pid.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(running(worker), "the worker {worker} exited while its store ran");
+    assert_eq!(children_of(store), vec![worker], "the worker was restarted");
 
     server.child.kill().unwrap();
     server.child.wait().unwrap();
