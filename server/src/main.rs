@@ -122,7 +122,8 @@ fn load_settings(cli: &Cli) -> anyhow::Result<LoadedSettings> {
     )?)
 }
 
-/// Logs to stderr, filtered by `RUST_LOG`, else `log.level`, else `info`.
+/// Logs to stderr, filtered by `RUST_LOG` (when set, valid and not empty), else `log.level`,
+/// else `info`.
 ///
 /// Directives that only name targets and levels (the usual ones) become a [`Targets`] filter.
 /// `EnvFilter` is kept for span and field directives: it takes a lock shared by all threads
@@ -130,7 +131,9 @@ fn load_settings(cli: &Cli) -> anyhow::Result<LoadedSettings> {
 fn init_logging(settings: &Settings) {
     let directives = std::env::var("RUST_LOG")
         .ok()
-        .filter(|directives| EnvFilter::try_new(directives).is_ok())
+        .filter(|directives| {
+            !directives.trim().is_empty() && EnvFilter::try_new(directives).is_ok()
+        })
         .unwrap_or_else(|| settings.log.level.clone());
     // `Targets` would take a span directive (`[request]=debug`) for a target name.
     let spans_or_fields = directives.contains(['[', '{']);
