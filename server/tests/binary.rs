@@ -298,7 +298,10 @@ async fn the_embedded_worker_stays_up_and_ends_when_the_store_is_killed() {
     // A worker that took its store for gone would exit and be restarted within 3 s (the
     // store waits 1 s, then 2 s), under another pid.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(running(worker), "the worker {worker} exited while its store ran");
+    assert!(
+        running(worker),
+        "the worker {worker} exited while its store ran"
+    );
     assert_eq!(children_of(store), vec![worker], "the worker was restarted");
 
     server.child.kill().unwrap();
