@@ -135,21 +135,31 @@ impl<'a> Reader<'a> {
     }
 
     fn host(&mut self) -> Option<HostApp<'a>> {
-        let (mut app_id, mut version, mut platform) = (None, None, None);
-        self.object(|reader, key| {
-            let slot = match key {
-                "app_id" => &mut app_id,
-                "version" => &mut version,
-                "platform" => &mut platform,
-                _ => return None,
-            };
-            once(slot, reader.string()?)
+        let [app_id, version, platform] = self.string_members(|key| match key {
+            "app_id" => Some(0),
+            "version" => Some(1),
+            "platform" => Some(2),
+            _ => None,
         })?;
         Some(HostApp {
-            app_id: Cow::Borrowed(app_id?),
-            version: Cow::Borrowed(version?),
-            platform: Cow::Borrowed(platform?),
+            app_id: Cow::Borrowed(app_id),
+            version: Cow::Borrowed(version),
+            platform: Cow::Borrowed(platform),
         })
+    }
+
+    /// An object of `N` string members, each once, in any order; `slot` numbers their keys
+    /// (a `match`, which the compiler turns into a switch on the length).
+    fn string_members<const N: usize>(
+        &mut self,
+        slot: impl Fn(&str) -> Option<usize>,
+    ) -> Option<[&'a str; N]> {
+        let mut values = [None; N];
+        self.object(|reader, key| once(values.get_mut(slot(key)?)?, reader.string()?))?;
+        if values.iter().any(Option::is_none) {
+            return None;
+        }
+        Some(values.map(Option::unwrap_or_default))
     }
 
     fn installed(&mut self) -> Option<Vec<InstalledPlugin<'a>>> {
@@ -160,20 +170,16 @@ impl<'a> Reader<'a> {
             return Some(installed);
         }
         loop {
-            let (mut id, mut version, mut sha256) = (None, None, None);
-            self.object(|reader, key| {
-                let slot = match key {
-                    "id" => &mut id,
-                    "version" => &mut version,
-                    "sha256" => &mut sha256,
-                    _ => return None,
-                };
-                once(slot, reader.string()?)
+            let [id, version, sha256] = self.string_members(|key| match key {
+                "id" => Some(0),
+                "version" => Some(1),
+                "sha256" => Some(2),
+                _ => None,
             })?;
             installed.push(InstalledPlugin {
-                id: Cow::Borrowed(id?),
-                version: Cow::Borrowed(version?),
-                sha256: Cow::Borrowed(sha256?),
+                id: Cow::Borrowed(id),
+                version: Cow::Borrowed(version),
+                sha256: Cow::Borrowed(sha256),
             });
             match self.next()? {
                 b',' => {}

@@ -22,14 +22,14 @@ use prometheus_client::registry::Registry;
 use crate::app::AppState;
 use crate::catalogue::FastHash;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
     route: String,
     status: u16,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, EncodeLabelSet)]
 struct RouteLabels {
     method: String,
     route: String,
@@ -197,10 +197,7 @@ impl RequestStats {
             .unwrap_or(LATENCY_BOUNDS.len());
         stats.buckets[bucket] += 1;
         stats.seconds += seconds;
-        match stats.by_status.iter_mut().find(|(code, _)| *code == status) {
-            Some((_, count)) => *count += 1,
-            None => stats.by_status.push((status, 1)),
-        }
+        stats.count_status(status, 1);
     }
 
     /// Every shard summed, in a stable order.
@@ -240,10 +237,15 @@ impl MethodStats {
         }
         self.seconds += other.seconds;
         for &(status, count) in &other.by_status {
-            match self.by_status.iter_mut().find(|(code, _)| *code == status) {
-                Some((_, total)) => *total += count,
-                None => self.by_status.push((status, count)),
-            }
+            self.count_status(status, count);
+        }
+    }
+
+    /// Adds `count` requests answered with `status`.
+    fn count_status(&mut self, status: u16, count: u64) {
+        match self.by_status.iter_mut().find(|(code, _)| *code == status) {
+            Some((_, total)) => *total += count,
+            None => self.by_status.push((status, count)),
         }
     }
 }
