@@ -7,7 +7,8 @@
 //! BENCH_CONNECTIONS (16), BENCH_ROUNDS (2; each round measures every size and server in
 //! turn, so that sizes and builds see the same stretch of the machine's noise, and the best
 //! round of each is kept), BENCH_SIZES (`10000,100000`), BENCH_BEHIND (50: how many of the
-//! installed plugins have an update),
+//! installed plugins have an update), BENCH_LOG_LEVEL (the store's log level; its default,
+//! `info`, when unset),
 //! BENCH_BASELINE_SERVER (the path of another `plugstore-server` build, say one from the
 //! commit before a change: it serves the same data beside this build and is measured in the
 //! same rounds, so a change is judged against a baseline from the same run). Build the

@@ -1,7 +1,7 @@
 //! `plugstore-server`: the registry service and its operator commands.
 
 use std::ffi::{OsStr, OsString};
-use std::io::BufRead as _;
+use std::io::{BufRead as _, IsTerminal as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -148,7 +148,13 @@ fn init_logging(settings: &Settings) {
         }
     };
     let logs = tracing_subscriber::registry().with(filter);
-    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: under Docker, systemd or a file they would be
+    // escape codes in every line. NO_COLOR (no-color.org) turns them off anywhere.
+    let colours = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let output = tracing_subscriber::fmt::layer()
+        .with_ansi(colours)
+        .with_writer(std::io::stderr);
     if settings.log.format == "json" {
         logs.with(output.json()).init();
     } else {

@@ -117,7 +117,8 @@ async fn one_command_store_starts_with_defaults_and_shuts_down_on_sigterm() {
     let child = command(dir.path())
         .args(["--bind", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // A few lines of start-up log; the pipe holds far more.
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut server = Server { child };
@@ -235,6 +236,14 @@ async fn one_command_store_starts_with_defaults_and_shuts_down_on_sigterm() {
         stdout.contains("admin create-user"),
         "the first start explains how to create an admin: {stdout}"
     );
+    // Logs to a pipe (Docker, systemd) are plain text, without a terminal's colour codes.
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(server.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("INFO") && stderr.contains("serving HTTP"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\x1b'), "{stderr}");
 }
 
 /// Asks `check` every 20 ms until it answers, for at most `limit`; `None` if it never did.

@@ -64,8 +64,10 @@ pub fn wait_for(url: &str) {
     panic!("{url} did not come up");
 }
 
-/// Starts `plugstore-server` (`binary`) on `port` with its data in `data`, logging only
-/// warnings, with `env` (`PLUGSTORE_*` settings) added.
+/// Starts `plugstore-server` (`binary`) on `port` with its data in `data`, with `env`
+/// (`PLUGSTORE_*` settings) added. It logs at the store's default level (`info`, what
+/// operators run: every request then gets a span), or at BENCH_LOG_LEVEL when set; the log
+/// itself is discarded.
 pub fn start_store(
     binary: &str,
     dir: &Path,
@@ -81,7 +83,7 @@ pub fn start_store(
             "--bind",
             &format!("127.0.0.1:{port}"),
         ])
-        .env("PLUGSTORE_LOG_LEVEL", "warn")
+        .envs(std::env::var("BENCH_LOG_LEVEL").map(|level| ("PLUGSTORE_LOG_LEVEL", level)))
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
