@@ -26,7 +26,7 @@ use crate::db::{Database, Engine};
 use crate::host_range::HostRange;
 use plugstore_tuf::layout::TargetPath;
 
-use crate::releases::{self, PluginKey, ReleasePatch, ReleaseState};
+use crate::releases::{self, PluginKeys, ReleasePatch, ReleaseState};
 
 /// How often a replica reads the change feed when no notification arrives.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -291,36 +291,61 @@ impl Catalogue {
         &self.answer_tail
     }
 
-    /// The plugin's offers, from the cache or loaded now; `None` when there is no such plugin.
+    /// The offers of each plugin in `ids`, in order: from the cache, or loaded now (all that
+    /// are not cached, in one round of queries); `None` where there is no such plugin.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn plugin(
+    pub async fn plugins(
         &self,
         db: &Database,
-        id: &PluginId,
-    ) -> anyhow::Result<Option<Arc<PluginOffers>>> {
-        let name = id.to_string();
-        if let Some(cached) = self.view().0.by_name.get(name.as_str()) {
-            return Ok(Some(cached.clone()));
+        ids: &[PluginId],
+    ) -> anyhow::Result<Vec<Option<Arc<PluginOffers>>>> {
+        let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let mut found: Vec<Option<Option<Arc<PluginOffers>>>> = {
+            let view = self.view();
+            names
+                .iter()
+                .map(|name| view.0.by_name.get(name.as_str()).cloned().map(Some))
+                .collect()
+        };
+        let not_cached: Vec<PluginId> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, found)| found.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        if not_cached.is_empty() {
+            return Ok(found.into_iter().flatten().collect());
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let loaded = releases::load(&db.pool, PluginKey::Name(id))
-            .await?
-            .map(|plugin| Arc::new(self.offers(plugin)));
+        let loaded: HashMap<String, Arc<PluginOffers>> =
+            releases::load_many(&db.pool, PluginKeys::Names(&not_cached))
+                .await?
+                .into_iter()
+                .map(|plugin| (plugin.id.to_string(), Arc::new(self.offers(plugin))))
+                .collect();
         let mut cached = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         // A change applied while we read may be newer than what we read: serve it, don't keep it.
-        if self.generation.load(Ordering::Acquire) == generation {
-            let name: Box<str> = name.into();
-            match &loaded {
-                Some(offers) => {
-                    cached.names.insert(offers.plugin_db_id, name.clone());
-                    cached.by_name.insert(name, offers.clone());
-                }
-                None => cached.remember_missing(name, MAX_MISSING_NAMES),
+        let keep = self.generation.load(Ordering::Acquire) == generation;
+        for (name, slot) in names.into_iter().zip(&mut found) {
+            if slot.is_some() {
+                continue;
             }
+            let offers = loaded.get(&name).cloned();
+            if keep {
+                let name: Box<str> = name.into();
+                match &offers {
+                    Some(offers) => {
+                        cached.names.insert(offers.plugin_db_id, name.clone());
+                        cached.by_name.insert(name, offers.clone());
+                    }
+                    None => cached.remember_missing(name, MAX_MISSING_NAMES),
+                }
+            }
+            *slot = Some(offers);
         }
-        Ok(loaded)
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Reduces a plugin's releases to its offers, rendering the host-independent JSON.

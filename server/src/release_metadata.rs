@@ -48,7 +48,7 @@ use sqlx::Row as _;
 use crate::app::AppState;
 use crate::blobs::BlobDigest;
 use crate::db;
-use crate::releases::{self, PluginKey, PluginReleases, ReleaseState};
+use crate::releases::{self, PluginKeys, PluginReleases, ReleaseState};
 
 /// How long a replica holds the signing lease without renewing it.
 const LEASE_SECS: i64 = 60;
@@ -295,21 +295,18 @@ pub async fn run_once(app: &AppState, owner: &str) -> anyhow::Result<usize> {
     let mut changed_bins: BTreeSet<BinName> = plan.bins.iter().copied().collect();
     let changed_plugins: BTreeSet<i64> = pending.iter().map(|(_, plugin)| *plugin).collect();
     let mut round = RoundCache::default();
-    for plugin_db_id in &changed_plugins {
-        let Some(plugin) = releases::load(&app.db.pool, PluginKey::DbId(*plugin_db_id)).await?
-        else {
-            continue;
-        };
+    let changed_plugins: Vec<i64> = changed_plugins.into_iter().collect();
+    for plugin in releases::load_many(&app.db.pool, PluginKeys::DbIds(&changed_plugins)).await? {
         let bin = Shard::of(&plugin.id).bin();
         sqlx::query(
             "INSERT INTO tuf_bin_members (bin, plugin_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(bin_key(bin))
-        .bind(plugin_db_id)
+        .bind(plugin.plugin_db_id)
         .execute(&app.db.pool)
         .await?;
         changed_bins.insert(bin);
-        round.plugins.insert(*plugin_db_id, plugin);
+        round.plugins.insert(plugin.plugin_db_id, plugin);
     }
 
     let mut files = Vec::new();
@@ -406,14 +403,16 @@ async fn bin_entries(
     .bind(bin_key(bin))
     .fetch_all(&app.db.pool)
     .await?;
+    let not_loaded: Vec<i64> = members
+        .iter()
+        .copied()
+        .filter(|member| !round.plugins.contains_key(member))
+        .collect();
+    for plugin in releases::load_many(&app.db.pool, PluginKeys::DbIds(&not_loaded)).await? {
+        round.plugins.insert(plugin.plugin_db_id, plugin);
+    }
     let mut entries = Vec::new();
     for plugin_db_id in members {
-        if let std::collections::hash_map::Entry::Vacant(slot) = round.plugins.entry(plugin_db_id)
-            && let Some(plugin) =
-                releases::load(&app.db.pool, PluginKey::DbId(plugin_db_id)).await?
-        {
-            slot.insert(plugin);
-        }
         if let Some(plugin) = round.plugins.get(&plugin_db_id) {
             entries.extend(plugin_entries(app, plugin, &mut round.chains).await?);
         }

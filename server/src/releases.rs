@@ -5,6 +5,8 @@
 //! and the signed release metadata ([`crate::release_metadata`]), so the two can never
 //! disagree on which versions exist or which are revoked.
 
+use std::collections::HashMap;
+
 use plugstore_format::digest::PackageDigest;
 use plugstore_format::manifest::{Manifest, PluginId};
 use semver::Version;
@@ -97,40 +99,140 @@ pub struct PluginReleases {
     pub releases: Vec<Release>,
 }
 
-/// Which plugin to load.
+/// Which plugins to load at once.
 #[derive(Clone, Copy, Debug)]
-pub enum PluginKey<'a> {
+pub enum PluginKeys<'a> {
     /// By database id.
-    DbId(i64),
+    DbIds(&'a [i64]),
     /// By publisher and name.
-    Name(&'a PluginId),
+    Names(&'a [PluginId]),
 }
 
-/// Loads a plugin's releases; `None` when there is no such plugin.
+/// Most plugins one round of queries loads: each name takes two bound parameters, far below
+/// either engine's limit.
+const PLUGINS_PER_QUERY: usize = 500;
+
+/// Loads the releases of every plugin `keys` names that exists, in three queries per 500
+/// plugins rather than three per plugin: a replica's first update checks ask for dozens of
+/// plugins it has not cached, and a TUF bin is re-signed from all of its members.
 ///
 /// # Errors
 /// Database failures, or a stored row that no longer parses (a bug, reported as such).
-pub async fn load(pool: &AnyPool, key: PluginKey<'_>) -> anyhow::Result<Option<PluginReleases>> {
-    const PLUGIN: &str = "SELECT p.id, pb.name, p.name, p.blocked_at, p.blocked_reason FROM plugins p \
-         JOIN publishers pb ON pb.id = p.publisher_id";
-    let plugin = match key {
-        PluginKey::DbId(id) => {
-            sqlx::query(&format!("{PLUGIN} WHERE p.id = $1"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
+pub async fn load_many(
+    pool: &AnyPool,
+    keys: PluginKeys<'_>,
+) -> anyhow::Result<Vec<PluginReleases>> {
+    let mut loaded = Vec::new();
+    match keys {
+        PluginKeys::DbIds(ids) => {
+            for chunk in ids.chunks(PLUGINS_PER_QUERY) {
+                let plugins = sqlx::query(&format!(
+                    "{PLUGINS} WHERE p.id IN ({})",
+                    join_numbers(chunk)
+                ))
+                .persistent(false)
+                .fetch_all(pool)
+                .await?;
+                loaded.extend(releases_of(pool, plugins).await?);
+            }
         }
-        PluginKey::Name(id) => {
-            sqlx::query(&format!("{PLUGIN} WHERE pb.name = $1 AND p.name = $2"))
-                .bind(id.publisher())
-                .bind(id.name())
-                .fetch_optional(pool)
-                .await?
+        PluginKeys::Names(names) => {
+            for chunk in names.chunks(PLUGINS_PER_QUERY) {
+                // A list of names joined to the tables, so each is found through the
+                // publishers' and plugins' name indexes.
+                let wanted: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                    .collect();
+                let sql = format!(
+                    "WITH wanted (publisher, name) AS (VALUES {}) {PLUGINS} \
+                     JOIN wanted ON pb.name = wanted.publisher AND p.name = wanted.name",
+                    wanted.join(", ")
+                );
+                // Not kept as a prepared statement: the text changes with the list's length.
+                let mut query = sqlx::query(&sql).persistent(false);
+                for id in chunk {
+                    query = query.bind(id.publisher()).bind(id.name());
+                }
+                let plugins = query.fetch_all(pool).await?;
+                loaded.extend(releases_of(pool, plugins).await?);
+            }
         }
-    };
-    let Some(plugin) = plugin else {
-        return Ok(None);
-    };
+    }
+    Ok(loaded)
+}
+
+/// The plugins' columns, as [`releases_of`] reads them.
+const PLUGINS: &str = "SELECT p.id, pb.name, p.name, p.blocked_at, p.blocked_reason FROM plugins p \
+     JOIN publishers pb ON pb.id = p.publisher_id";
+
+fn join_numbers(numbers: &[i64]) -> String {
+    numbers
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The releases of `plugins` (rows of [`PLUGINS`]), read in two queries.
+async fn releases_of(
+    pool: &AnyPool,
+    plugins: Vec<sqlx::any::AnyRow>,
+) -> anyhow::Result<Vec<PluginReleases>> {
+    if plugins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let plugin_ids = plugins
+        .iter()
+        .map(|plugin| plugin.try_get::<i64, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plugin_ids = join_numbers(&plugin_ids);
+    let mut versions: HashMap<i64, Vec<sqlx::any::AnyRow>> = HashMap::new();
+    for row in sqlx::query(&format!(
+        "SELECT v.id, v.version, v.state, v.state_reason, v.package_digest, v.package_size, v.manifest, \
+                v.signature, v.signer_fingerprint, v.created_at, v.rollout_percent, v.rollout_paused, \
+                c.revoked_at, c.revoked_reason, v.plugin_id \
+         FROM plugin_versions v LEFT JOIN certificates c ON c.fingerprint = v.signer_fingerprint \
+         WHERE v.plugin_id IN ({plugin_ids}) AND v.state IN ('published', 'yanked', 'blocked')"
+    ))
+    .persistent(false)
+    .fetch_all(pool)
+    .await?
+    {
+        versions.entry(row.try_get(14)?).or_default().push(row);
+    }
+    let mut patches: HashMap<i64, Vec<(i64, String, String, i64)>> = HashMap::new();
+    let rows: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(&format!(
+        "SELECT plugin_id, target_version_id, base_digest, patch_digest, patch_size FROM deltas \
+         WHERE plugin_id IN ({plugin_ids}) AND state = 'ready'"
+    ))
+    .persistent(false)
+    .fetch_all(pool)
+    .await?;
+    for (plugin, target, base, patch, size) in rows {
+        patches
+            .entry(plugin)
+            .or_default()
+            .push((target, base, patch, size));
+    }
+    plugins
+        .into_iter()
+        .map(|plugin| {
+            let plugin_db_id: i64 = plugin.try_get(0)?;
+            plugin_releases(
+                &plugin,
+                versions.remove(&plugin_db_id).unwrap_or_default(),
+                &patches.remove(&plugin_db_id).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// One plugin's releases from its row, its version rows and its ready patches.
+fn plugin_releases(
+    plugin: &sqlx::any::AnyRow,
+    rows: Vec<sqlx::any::AnyRow>,
+    patches: &[(i64, String, String, i64)],
+) -> anyhow::Result<PluginReleases> {
     let plugin_db_id: i64 = plugin.try_get(0)?;
     let id = PluginId::new(
         &plugin.try_get::<String, _>(1)?,
@@ -138,24 +240,6 @@ pub async fn load(pool: &AnyPool, key: PluginKey<'_>) -> anyhow::Result<Option<P
     )?;
     let plugin_blocked: Option<i64> = plugin.try_get(3)?;
     let plugin_block_reason: Option<String> = plugin.try_get(4)?;
-
-    let rows = sqlx::query(
-        "SELECT v.id, v.version, v.state, v.state_reason, v.package_digest, v.package_size, v.manifest, \
-                v.signature, v.signer_fingerprint, v.created_at, v.rollout_percent, v.rollout_paused, \
-                c.revoked_at, c.revoked_reason \
-         FROM plugin_versions v LEFT JOIN certificates c ON c.fingerprint = v.signer_fingerprint \
-         WHERE v.plugin_id = $1 AND v.state IN ('published', 'yanked', 'blocked')",
-    )
-    .bind(plugin_db_id)
-    .fetch_all(pool)
-    .await?;
-    let patches: Vec<(i64, String, String, i64)> = sqlx::query_as(
-        "SELECT target_version_id, base_digest, patch_digest, patch_size FROM deltas \
-         WHERE plugin_id = $1 AND state = 'ready'",
-    )
-    .bind(plugin_db_id)
-    .fetch_all(pool)
-    .await?;
 
     let mut releases = Vec::with_capacity(rows.len());
     for row in rows {
@@ -186,7 +270,7 @@ pub async fn load(pool: &AnyPool, key: PluginKey<'_>) -> anyhow::Result<Option<P
         } else {
             ReleaseState::Published
         };
-        let parsed = parse_release(&row, state, version, version_db_id, &patches);
+        let parsed = parse_release(&row, state, version, version_db_id, patches);
         match parsed {
             Ok(release) => releases.push(release),
             // A stored row that no longer parses is a bug; the plugin's other versions are
@@ -200,11 +284,11 @@ pub async fn load(pool: &AnyPool, key: PluginKey<'_>) -> anyhow::Result<Option<P
         }
     }
     releases.sort_by(|a, b| b.version.cmp(&a.version));
-    Ok(Some(PluginReleases {
+    Ok(PluginReleases {
         plugin_db_id,
         id,
         releases,
-    }))
+    })
 }
 
 /// The parts of a release row that can fail to parse.

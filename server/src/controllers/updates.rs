@@ -432,16 +432,18 @@ pub async fn check_updates(
             }
             Err(unknown) => unknown,
         };
-        for id in unknown {
-            let (publisher, name) = id.split_once('/').unwrap_or_default();
-            let plugin =
-                PluginId::new(publisher, name).map_err(|e| ApiError::invalid(e.to_string()))?;
-            let offers = catalogue
-                .plugin(&app.db, &plugin)
-                .await
-                .map_err(ApiError::internal)?;
-            loaded.insert(id, offers);
-        }
+        let ids = unknown
+            .iter()
+            .map(|id| {
+                let (publisher, name) = id.split_once('/').unwrap_or_default();
+                PluginId::new(publisher, name).map_err(|e| ApiError::invalid(e.to_string()))
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        let offers = catalogue
+            .plugins(&app.db, &ids)
+            .await
+            .map_err(ApiError::internal)?;
+        loaded.extend(unknown.into_iter().zip(offers));
     };
     Ok((
         [(

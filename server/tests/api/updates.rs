@@ -9,7 +9,7 @@ use plugstore_server::controllers::updates::UpdateCheckResponse;
 use crate::both_stacks;
 use crate::deltas::{noise, payload, publish};
 use crate::harness::{TestApp, TestUser};
-use crate::publish::StoreSigner;
+use crate::publish::{StoreSigner, package};
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
@@ -178,6 +178,55 @@ both_stacks! {
         // Unknown plugins are simply not answered.
         let answer = check(&app, request(&[("acme/nothing", "1.0.0", &v1)], "stable", "install-0001")).await;
         assert_eq!(answer["updates"], json!([]));
+    }
+
+    async fn a_check_loads_every_plugin_not_cached_at_once(app) {
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        app.publisher(&owner, "zeta").await;
+        let acme = StoreSigner::new(&app, &owner, "acme").await;
+        let zeta = StoreSigner::new(&app, &owner, "zeta").await;
+        // Three plugins of two publishers, each with its own bytes, so that an answer mixing
+        // up their releases shows.
+        let mut installed = Vec::new();
+        let mut newest = Vec::new();
+        for (signer, id) in [(&acme, "acme/hello"), (&acme, "acme/other"), (&zeta, "zeta/hello")] {
+            let old = package(id, "1.0.0", &payload(1, id));
+            let new = package(id, "1.1.0", &payload(2, id));
+            for (version, pkg) in [("1.0.0", &old), ("1.1.0", &new)] {
+                let uploaded = signer.upload(&app, &owner.access, id, version, pkg).await;
+                assert_eq!(uploaded.status, StatusCode::CREATED);
+            }
+            installed.push((id, old));
+            newest.push((id, sha256_hex(&new)));
+        }
+        // Beside them, names with no plugin: an unknown name, and a plugin's name under the
+        // other publisher (found only if publisher and name were matched separately).
+        let mut listed: Vec<(&str, &str, &[u8])> =
+            installed.iter().map(|(id, old)| (*id, "1.0.0", old.as_slice())).collect();
+        listed.insert(1, ("acme/nothing", "1.0.0", b"x"));
+        listed.push(("zeta/other", "1.0.0", b"y"));
+        // The first check finds none of them cached; the second finds them all.
+        for _ in 0..2 {
+            let answer = check(&app, request(&listed, "stable", "install-0001")).await;
+            let offered: Vec<(String, String)> = answer["updates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|update| {
+                    assert_eq!(update["version"], "1.1.0", "{update}");
+                    (
+                        update["id"].as_str().unwrap().to_owned(),
+                        update["package"]["sha256"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            let expected: Vec<(String, String)> = newest
+                .iter()
+                .map(|(id, digest)| ((*id).to_owned(), digest.clone()))
+                .collect();
+            assert_eq!(offered, expected, "{answer}");
+        }
     }
 
     async fn host_range_and_platform_decide_eligibility(app) {
