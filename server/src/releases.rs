@@ -140,14 +140,7 @@ pub async fn load_many(
             for chunk in names.chunks(PLUGINS_PER_QUERY) {
                 // A list of names joined to the tables, so each is found through the
                 // publishers' and plugins' name indexes.
-                let wanted: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-                    .collect();
-                let sql = format!(
-                    "WITH wanted (publisher, name) AS (VALUES {}) {PLUGINS} \
-                     JOIN wanted ON pb.name = wanted.publisher AND p.name = wanted.name",
-                    wanted.join(", ")
-                );
+                let sql = plugins_by_name_sql(chunk.len());
                 // Not kept as a prepared statement: the text changes with the list's length.
                 let mut query = sqlx::query(&sql).persistent(false);
                 for id in chunk {
@@ -164,6 +157,38 @@ pub async fn load_many(
 /// The plugins' columns, as [`releases_of`] reads them.
 const PLUGINS: &str = "SELECT p.id, pb.name, p.name, p.blocked_at, p.blocked_reason FROM plugins p \
      JOIN publishers pb ON pb.id = p.publisher_id";
+
+/// [`PLUGINS`] for `count` names, bound as publisher and name in turn.
+fn plugins_by_name_sql(count: usize) -> String {
+    let wanted: Vec<String> = (0..count)
+        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    format!(
+        "WITH wanted (publisher, name) AS (VALUES {}) {PLUGINS} \
+         JOIN wanted ON pb.name = wanted.publisher AND p.name = wanted.name",
+        wanted.join(", ")
+    )
+}
+
+/// The versions of the plugins `plugin_ids` lists (comma-separated), with their
+/// certificates' revocations; the plugin's id last.
+fn versions_sql(plugin_ids: &str) -> String {
+    format!(
+        "SELECT v.id, v.version, v.state, v.state_reason, v.package_digest, v.package_size, v.manifest, \
+                v.signature, v.signer_fingerprint, v.created_at, v.rollout_percent, v.rollout_paused, \
+                c.revoked_at, c.revoked_reason, v.plugin_id \
+         FROM plugin_versions v LEFT JOIN certificates c ON c.fingerprint = v.signer_fingerprint \
+         WHERE v.plugin_id IN ({plugin_ids})"
+    )
+}
+
+/// The ready patches of the plugins `plugin_ids` lists (comma-separated).
+fn patches_sql(plugin_ids: &str) -> String {
+    format!(
+        "SELECT plugin_id, target_version_id, base_digest, patch_digest, patch_size FROM deltas \
+         WHERE plugin_id IN ({plugin_ids}) AND state = 'ready'"
+    )
+}
 
 fn join_numbers(numbers: &[i64]) -> String {
     numbers
@@ -187,27 +212,24 @@ async fn releases_of(
         .collect::<Result<Vec<_>, _>>()?;
     let plugin_ids = join_numbers(&plugin_ids);
     let mut versions: HashMap<i64, Vec<sqlx::any::AnyRow>> = HashMap::new();
-    for row in sqlx::query(&format!(
-        "SELECT v.id, v.version, v.state, v.state_reason, v.package_digest, v.package_size, v.manifest, \
-                v.signature, v.signer_fingerprint, v.created_at, v.rollout_percent, v.rollout_paused, \
-                c.revoked_at, c.revoked_reason, v.plugin_id \
-         FROM plugin_versions v LEFT JOIN certificates c ON c.fingerprint = v.signer_fingerprint \
-         WHERE v.plugin_id IN ({plugin_ids}) AND v.state IN ('published', 'yanked', 'blocked')"
-    ))
-    .persistent(false)
-    .fetch_all(pool)
-    .await?
+    for row in sqlx::query(&versions_sql(&plugin_ids))
+        .persistent(false)
+        .fetch_all(pool)
+        .await?
     {
-        versions.entry(row.try_get(14)?).or_default().push(row);
+        // Filtered here rather than in SQL: with a condition on the state beside the list of
+        // plugins, SQLite's planner chose the index on states and read every published
+        // version in the store (108 ms at 100k plugins, against 1 ms by plugin).
+        let state: String = row.try_get(2)?;
+        if matches!(state.as_str(), "published" | "yanked" | "blocked") {
+            versions.entry(row.try_get(14)?).or_default().push(row);
+        }
     }
     let mut patches: HashMap<i64, Vec<(i64, String, String, i64)>> = HashMap::new();
-    let rows: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(&format!(
-        "SELECT plugin_id, target_version_id, base_digest, patch_digest, patch_size FROM deltas \
-         WHERE plugin_id IN ({plugin_ids}) AND state = 'ready'"
-    ))
-    .persistent(false)
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(&patches_sql(&plugin_ids))
+        .persistent(false)
+        .fetch_all(pool)
+        .await?;
     for (plugin, target, base, patch, size) in rows {
         patches
             .entry(plugin)
@@ -331,4 +353,58 @@ fn parse_release(
         rollout_paused: rollout_paused != 0,
         patches,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row as _;
+
+    use super::*;
+    use crate::db::Database;
+
+    /// Every query of a batch finds its rows through an index on what it is given. With a
+    /// condition on the state beside the list of plugins, SQLite's planner once chose the
+    /// index on states, which reads every published version in the store.
+    #[tokio::test]
+    async fn batch_queries_search_by_plugin_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::connect(&format!("sqlite://{}/plan.db", dir.path().display()), 1)
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let names = plugins_by_name_sql(3);
+        let ids = join_numbers(&[3, 1, 2]);
+        for (sql, parameters) in [(names, 6), (versions_sql(&ids), 0), (patches_sql(&ids), 0)] {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut plan = sqlx::query(&explain);
+            for _ in 0..parameters {
+                plan = plan.bind("x");
+            }
+            let steps: Vec<String> = plan
+                .fetch_all(&db.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get::<String, _>(3).unwrap())
+                .collect();
+            for table in ["p", "v", "deltas"] {
+                let on_table: Vec<&String> = steps
+                    .iter()
+                    .filter(|step| step.contains(&format!(" {table} ")))
+                    .collect();
+                for step in on_table {
+                    assert!(
+                        step.starts_with("SEARCH") && !step.contains("_state"),
+                        "{sql}\n{steps:#?}"
+                    );
+                }
+            }
+            assert!(
+                steps
+                    .iter()
+                    .any(|step| step.contains("plugin_id") || step.contains("publisher_id")),
+                "{sql}\n{steps:#?}"
+            );
+        }
+    }
 }
