@@ -35,6 +35,8 @@ const SERVER: &str = env!("CARGO_BIN_EXE_plugstore-server");
 const VERSIONS_PER_PLUGIN: u64 = 10;
 const INSTALLED: usize = 50;
 const BODIES: usize = 64;
+/// GNU time, to measure wrk's own CPU time (`scripts/bench-updates` installs it).
+const GNU_TIME: &str = "/usr/bin/time";
 
 /// A deterministic generator, so runs are comparable.
 struct Rng(u64);
@@ -221,6 +223,10 @@ struct Run {
     /// The server's CPU time per request, in microseconds: its own cost, which the machine's
     /// other tenants disturb far less than its throughput.
     cpu_us: f64,
+    /// wrk's CPU time per request, in microseconds (NaN without GNU time). wrk shares the two
+    /// cores with the server, so what it spends per request bounds the throughput too, and it
+    /// spends more against a server that keeps it waiting (ADR 0005).
+    client_cpu_us: f64,
 }
 
 impl Run {
@@ -228,6 +234,7 @@ impl Run {
         requests_per_second: 0.0,
         p99_ms: f64::NAN,
         cpu_us: f64::NAN,
+        client_cpu_us: f64::NAN,
     };
 }
 
@@ -235,8 +242,8 @@ impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:8.0} req/s p99 {:6.2} ms, {:5.1} µs CPU/request",
-            self.requests_per_second, self.p99_ms, self.cpu_us
+            "{:8.0} req/s p99 {:6.2} ms, {:5.1} µs CPU/request (wrk {:4.1})",
+            self.requests_per_second, self.p99_ms, self.cpu_us, self.client_cpu_us
         )
     }
 }
@@ -255,11 +262,28 @@ fn wrk(url: &str, script: Option<&Path>, seconds: u64, connections: u64, server:
     args.push(url.to_owned());
     let pids = [server.0.id()];
     let cpu_before = cpu_seconds(&pids);
-    let output = Command::new("wrk")
-        .args(&args)
-        .output()
-        .expect("wrk (apt-get install wrk)");
+    // GNU time reports wrk's own CPU time on its last line of stderr.
+    let timed = Path::new(GNU_TIME).exists();
+    let output = if timed {
+        Command::new(GNU_TIME)
+            .args(["-f", "wrk-cpu %U %S", "wrk"])
+            .args(&args)
+            .output()
+    } else {
+        Command::new("wrk").args(&args).output()
+    }
+    .expect("wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&output.stdout);
+    let client_cpu_seconds = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("wrk-cpu "))
+        .map_or(f64::NAN, |times| {
+            times
+                .split_whitespace()
+                .map(|t| t.parse::<f64>().unwrap_or(f64::NAN))
+                .sum()
+        });
     if text.contains("Non-2xx") {
         panic!("wrk saw errors: {text}");
     }
@@ -285,6 +309,7 @@ fn wrk(url: &str, script: Option<&Path>, seconds: u64, connections: u64, server:
         requests_per_second: requests,
         p99_ms: p99,
         cpu_us: (cpu_seconds(&pids) - cpu_before) / served * 1e6,
+        client_cpu_us: client_cpu_seconds / served * 1e6,
     }
 }
 
@@ -323,8 +348,6 @@ struct Measured {
     response_bytes: usize,
 }
 
-/// Sends every body once, so the measured runs see a filled catalogue cache (a cold plugin
-/// costs two indexed queries; a host's first check after a restart pays them).
 /// Sends every body once, filling the server's catalogue; prints how long that took, which is
 /// the cost of checks that find nothing cached (each spawns a curl as well).
 fn warm_up(server: &str, url: &str, bodies: &[String]) {

@@ -26,7 +26,7 @@ use crate::db::{Database, Engine};
 use crate::host_range::HostRange;
 use plugstore_tuf::layout::TargetPath;
 
-use crate::releases::{self, PluginKeys, ReleasePatch, ReleaseState};
+use crate::releases::{self, PluginKeys, ReleasePatch, ReleaseState, Signatures};
 
 /// How often a replica reads the change feed when no notification arrives.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -320,7 +320,7 @@ impl Catalogue {
         }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded: HashMap<String, Arc<PluginOffers>> =
-            releases::load_many(&db.pool, PluginKeys::Names(&not_cached))
+            releases::load_many(&db.pool, PluginKeys::Names(&not_cached), Signatures::Skip)
                 .await?
                 .into_iter()
                 .map(|plugin| (plugin.id.to_string(), Arc::new(self.offers(plugin))))

@@ -48,7 +48,7 @@ use sqlx::Row as _;
 use crate::app::AppState;
 use crate::blobs::BlobDigest;
 use crate::db;
-use crate::releases::{self, PluginKeys, PluginReleases, ReleaseState};
+use crate::releases::{self, PluginKeys, PluginReleases, ReleaseState, Signatures};
 
 /// How long a replica holds the signing lease without renewing it.
 const LEASE_SECS: i64 = 60;
@@ -296,7 +296,13 @@ pub async fn run_once(app: &AppState, owner: &str) -> anyhow::Result<usize> {
     let changed_plugins: BTreeSet<i64> = pending.iter().map(|(_, plugin)| *plugin).collect();
     let mut round = RoundCache::default();
     let changed_plugins: Vec<i64> = changed_plugins.into_iter().collect();
-    for plugin in releases::load_many(&app.db.pool, PluginKeys::DbIds(&changed_plugins)).await? {
+    for plugin in releases::load_many(
+        &app.db.pool,
+        PluginKeys::DbIds(&changed_plugins),
+        Signatures::Load,
+    )
+    .await?
+    {
         let bin = Shard::of(&plugin.id).bin();
         sqlx::query(
             "INSERT INTO tuf_bin_members (bin, plugin_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -408,7 +414,13 @@ async fn bin_entries(
         .copied()
         .filter(|member| !round.plugins.contains_key(member))
         .collect();
-    for plugin in releases::load_many(&app.db.pool, PluginKeys::DbIds(&not_loaded)).await? {
+    for plugin in releases::load_many(
+        &app.db.pool,
+        PluginKeys::DbIds(&not_loaded),
+        Signatures::Load,
+    )
+    .await?
+    {
         round.plugins.insert(plugin.plugin_db_id, plugin);
     }
     let mut entries = Vec::new();

@@ -74,7 +74,8 @@ pub struct Release {
     pub size: u64,
     /// Its manifest.
     pub manifest: Manifest,
-    /// The developer's signature envelope (JSON, with the certificate chain).
+    /// The developer's signature envelope (JSON, with the certificate chain); empty when
+    /// loaded with [`Signatures::Skip`].
     pub envelope_json: String,
     /// Bare-hex SHA-256 of the signer's leaf certificate.
     pub signer_fingerprint: String,
@@ -108,6 +109,16 @@ pub enum PluginKeys<'a> {
     Names(&'a [PluginId]),
 }
 
+/// Whether to read the developers' signature envelopes, a few kilobytes per version with
+/// their certificate chains: the signed metadata carries them, update checks do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signatures {
+    /// Read them into [`Release::envelope_json`].
+    Load,
+    /// Leave [`Release::envelope_json`] empty.
+    Skip,
+}
+
 /// Most plugins one round of queries loads: each name takes two bound parameters, far below
 /// either engine's limit.
 const PLUGINS_PER_QUERY: usize = 500;
@@ -121,6 +132,7 @@ const PLUGINS_PER_QUERY: usize = 500;
 pub async fn load_many(
     pool: &AnyPool,
     keys: PluginKeys<'_>,
+    signatures: Signatures,
 ) -> anyhow::Result<Vec<PluginReleases>> {
     let mut loaded = Vec::new();
     match keys {
@@ -133,7 +145,7 @@ pub async fn load_many(
                 .persistent(false)
                 .fetch_all(pool)
                 .await?;
-                loaded.extend(releases_of(pool, plugins).await?);
+                loaded.extend(releases_of(pool, plugins, signatures).await?);
             }
         }
         PluginKeys::Names(names) => {
@@ -147,7 +159,7 @@ pub async fn load_many(
                     query = query.bind(id.publisher()).bind(id.name());
                 }
                 let plugins = query.fetch_all(pool).await?;
-                loaded.extend(releases_of(pool, plugins).await?);
+                loaded.extend(releases_of(pool, plugins, signatures).await?);
             }
         }
     }
@@ -172,10 +184,14 @@ fn plugins_by_name_sql(count: usize) -> String {
 
 /// The versions of the plugins `plugin_ids` lists (comma-separated), with their
 /// certificates' revocations; the plugin's id last.
-fn versions_sql(plugin_ids: &str) -> String {
+fn versions_sql(plugin_ids: &str, signatures: Signatures) -> String {
+    let signature = match signatures {
+        Signatures::Load => "v.signature",
+        Signatures::Skip => "''",
+    };
     format!(
         "SELECT v.id, v.version, v.state, v.state_reason, v.package_digest, v.package_size, v.manifest, \
-                v.signature, v.signer_fingerprint, v.created_at, v.rollout_percent, v.rollout_paused, \
+                {signature}, v.signer_fingerprint, v.created_at, v.rollout_percent, v.rollout_paused, \
                 c.revoked_at, c.revoked_reason, v.plugin_id \
          FROM plugin_versions v LEFT JOIN certificates c ON c.fingerprint = v.signer_fingerprint \
          WHERE v.plugin_id IN ({plugin_ids})"
@@ -202,6 +218,7 @@ fn join_numbers(numbers: &[i64]) -> String {
 async fn releases_of(
     pool: &AnyPool,
     plugins: Vec<sqlx::any::AnyRow>,
+    signatures: Signatures,
 ) -> anyhow::Result<Vec<PluginReleases>> {
     if plugins.is_empty() {
         return Ok(Vec::new());
@@ -212,7 +229,7 @@ async fn releases_of(
         .collect::<Result<Vec<_>, _>>()?;
     let plugin_ids = join_numbers(&plugin_ids);
     let mut versions: HashMap<i64, Vec<sqlx::any::AnyRow>> = HashMap::new();
-    for row in sqlx::query(&versions_sql(&plugin_ids))
+    for row in sqlx::query(&versions_sql(&plugin_ids, signatures))
         .persistent(false)
         .fetch_all(pool)
         .await?
@@ -374,7 +391,12 @@ mod tests {
         db.migrate().await.unwrap();
         let names = plugins_by_name_sql(3);
         let ids = join_numbers(&[3, 1, 2]);
-        for (sql, parameters) in [(names, 6), (versions_sql(&ids), 0), (patches_sql(&ids), 0)] {
+        for (sql, parameters) in [
+            (names, 6),
+            (versions_sql(&ids, Signatures::Load), 0),
+            (versions_sql(&ids, Signatures::Skip), 0),
+            (patches_sql(&ids), 0),
+        ] {
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
             let mut plan = sqlx::query(&explain);
             for _ in 0..parameters {
