@@ -2,7 +2,7 @@
 //! 10k plugins × 10 versions and then 100k × 10, compared in the same run with nginx serving a
 //! static file of the same size as the answer, under the same load generator (wrk).
 //!
-//! Run with `scripts/bench-updates` (installs nginx and wrk when missing), or
+//! Run with `scripts/bench-updates` (installs nginx, wrk and GNU time when missing), or
 //! `cargo bench -p plugstore-server --bench update_check`. Settings: BENCH_SECONDS (10),
 //! BENCH_CONNECTIONS (16), BENCH_ROUNDS (2; each round measures every size and server in
 //! turn, so that sizes and builds see the same stretch of the machine's noise, and the best
