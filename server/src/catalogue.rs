@@ -302,21 +302,21 @@ impl Catalogue {
         ids: &[PluginId],
     ) -> anyhow::Result<Vec<Option<Arc<PluginOffers>>>> {
         let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let mut found: Vec<Option<Option<Arc<PluginOffers>>>> = {
+        let cached: Vec<Option<Arc<PluginOffers>>> = {
             let view = self.view();
             names
                 .iter()
-                .map(|name| view.0.by_name.get(name.as_str()).cloned().map(Some))
+                .map(|name| view.0.by_name.get(name.as_str()).cloned())
                 .collect()
         };
         let not_cached: Vec<PluginId> = ids
             .iter()
-            .zip(&found)
-            .filter(|(_, found)| found.is_none())
+            .zip(&cached)
+            .filter(|(_, hit)| hit.is_none())
             .map(|(id, _)| id.clone())
             .collect();
         if not_cached.is_empty() {
-            return Ok(found.into_iter().flatten().collect());
+            return Ok(cached);
         }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded: HashMap<String, Arc<PluginOffers>> =
@@ -325,27 +325,29 @@ impl Catalogue {
                 .into_iter()
                 .map(|plugin| (plugin.id.to_string(), Arc::new(self.offers(plugin))))
                 .collect();
-        let mut cached = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         // A change applied while we read may be newer than what we read: serve it, don't keep it.
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         let keep = self.generation.load(Ordering::Acquire) == generation;
-        for (name, slot) in names.into_iter().zip(&mut found) {
-            if slot.is_some() {
-                continue;
-            }
-            let offers = loaded.get(&name).cloned();
-            if keep {
-                let name: Box<str> = name.into();
-                match &offers {
-                    Some(offers) => {
-                        cached.names.insert(offers.plugin_db_id, name.clone());
-                        cached.by_name.insert(name, offers.clone());
+        Ok(cached
+            .into_iter()
+            .zip(names)
+            .map(|(hit, name)| {
+                hit.or_else(|| {
+                    let offers = loaded.get(&name).cloned();
+                    if keep {
+                        let name: Box<str> = name.into();
+                        match &offers {
+                            Some(offers) => {
+                                entries.names.insert(offers.plugin_db_id, name.clone());
+                                entries.by_name.insert(name, offers.clone());
+                            }
+                            None => entries.remember_missing(name, MAX_MISSING_NAMES),
+                        }
                     }
-                    None => cached.remember_missing(name, MAX_MISSING_NAMES),
-                }
-            }
-            *slot = Some(offers);
-        }
-        Ok(found.into_iter().flatten().collect())
+                    offers
+                })
+            })
+            .collect())
     }
 
     /// Reduces a plugin's releases to its offers, rendering the host-independent JSON.

@@ -293,9 +293,14 @@ pub async fn run_once(app: &AppState, owner: &str) -> anyhow::Result<usize> {
             .await?;
     let plan = state.due_for_refresh(now);
     let mut changed_bins: BTreeSet<BinName> = plan.bins.iter().copied().collect();
-    let changed_plugins: BTreeSet<i64> = pending.iter().map(|(_, plugin)| *plugin).collect();
+    // Each plugin once, however many of its changes are pending.
+    let changed_plugins: Vec<i64> = pending
+        .iter()
+        .map(|(_, plugin)| *plugin)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut round = RoundCache::default();
-    let changed_plugins: Vec<i64> = changed_plugins.into_iter().collect();
     for plugin in releases::load_many(
         &app.db.pool,
         PluginKeys::DbIds(&changed_plugins),
