@@ -90,13 +90,13 @@ async fn seed(url: &str, plugins: u64) {
     for first in (0..plugins).step_by(500) {
         let last = (first + 500).min(plugins);
         let mut sql = String::from(
-            "INSERT INTO plugins (id, publisher_id, name, created_at, updated_at) VALUES ",
+            "INSERT INTO plugins (id, publisher_id, name, created_at, updated_at, signed_snapshot) VALUES ",
         );
         for plugin in first..last {
             let sep = if plugin == first { "" } else { "," };
             let _ = write!(
                 sql,
-                "{sep}({}, {}, 'plugin{plugin}', 0, 0)",
+                "{sep}({}, {}, 'plugin{plugin}', 0, 0, 1)",
                 plugin + 1,
                 plugin % 100 + 1
             );
@@ -375,6 +375,44 @@ fn warm_up(server: &str, url: &str, bodies: &[String]) {
     );
 }
 
+/// Gives the baseline build a copy of the seeded database. A build older than this one's
+/// migrations refuses a database that records migrations it does not have; their records are
+/// removed from the copy, newest first, until it accepts it. What they added stays, unread by
+/// the older code.
+fn baseline_database(binary: &str, seeded: &Path, baseline: &Path) {
+    std::fs::create_dir_all(baseline).expect("baseline data dir");
+    std::fs::copy(seeded.join("plugstore.db"), baseline.join("plugstore.db"))
+        .expect("copy of the seeded database");
+    let copy = format!("sqlite://{}/plugstore.db", baseline.display());
+    for _ in 0..100 {
+        let migrated = Command::new(binary)
+            .args(["--data-dir", &baseline.display().to_string(), "migrate"])
+            .output()
+            .expect("baseline build");
+        if migrated.status.success() {
+            return;
+        }
+        let error = String::from_utf8_lossy(&migrated.stderr);
+        assert!(
+            error.contains("previously applied but is missing"),
+            "the baseline build cannot migrate a copy of the database: {error}"
+        );
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(async {
+                let db = Database::connect(&copy, 1).await.expect("database copy");
+                sqlx::query(
+                    "DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
+                )
+                .execute(&db.pool)
+                .await
+                .expect("forget the newest migration");
+                db.pool.close().await;
+            });
+    }
+    panic!("the baseline build accepts no copy of the database");
+}
+
 /// Keeps the run with the most requests per second.
 fn keep_best(best: &mut Run, run: Run) {
     if run.requests_per_second > best.requests_per_second {
@@ -409,10 +447,11 @@ fn prepare(plugins: u64, behind: usize) -> Setup {
     let server = start_store(SERVER, dir.path(), &data, store_port, &store_settings);
     let store_url = format!("http://127.0.0.1:{store_port}/api/v1/updates/check");
     wait_for(&format!("http://127.0.0.1:{store_port}/healthz"));
-    // The baseline build reads the same database; nothing writes to it while both run.
     let baseline = std::env::var("BENCH_BASELINE_SERVER").ok().map(|binary| {
+        let baseline_data = dir.path().join("baseline");
+        baseline_database(&binary, &data, &baseline_data);
         let port = free_port();
-        let process = start_store(&binary, dir.path(), &data, port, &store_settings);
+        let process = start_store(&binary, dir.path(), &baseline_data, port, &store_settings);
         wait_for(&format!("http://127.0.0.1:{port}/healthz"));
         let url = format!("http://127.0.0.1:{port}/api/v1/updates/check");
         warm_up("the baseline", &url, &bodies);

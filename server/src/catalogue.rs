@@ -52,6 +52,10 @@ pub struct PluginOffers {
     /// Whether any version is revoked. Only then does a check look past the version it
     /// offers for the installed one: each version further is another read from memory.
     pub any_revoked: bool,
+    /// The snapshot whose metadata signs the plugin as loaded; `None` while a change to it
+    /// waits to be signed, and then nothing of it is offered (revocations still are), so
+    /// what the check offers is what a host can verify.
+    pub signed_in_snapshot: Option<u64>,
     /// The prepared JSON of the versions and patches, one after another (see [`JsonSpan`]).
     /// Bytes, not a `str`: slicing a `str` reads the bytes at both ends to check they are
     /// character boundaries, two more reads that miss the processor's caches per copy.
@@ -83,8 +87,8 @@ pub struct OfferedVersion {
     pub version: Version,
     /// The package digest (what hosts send, as hex).
     pub digest: PackageDigest,
-    /// The answer's `"version":…,"package":{…}` members of an update (`OfferedUpdate`), as
-    /// JSON.
+    /// The answer's `"version":…,"signed_in_snapshot":…,"package":{…}` members of an update
+    /// (`OfferedUpdate`), as JSON.
     pub version_and_package: JsonSpan,
     /// Published, yanked or revoked.
     pub state: ReleaseState,
@@ -353,6 +357,7 @@ impl Catalogue {
     /// Reduces a plugin's releases to its offers, rendering the host-independent JSON.
     fn offers(&self, plugin: releases::PluginReleases) -> PluginOffers {
         let id = plugin.id;
+        let signed_in_snapshot = plugin.signed_in_snapshot;
         let mut json = Vec::new();
         let mut append = |fields: &[(&str, Json<'_>)], object: bool| {
             let start = json.len();
@@ -387,6 +392,11 @@ impl Catalogue {
                 let version_and_package = append(
                     &[
                         ("version", Json::Text(&release.version.to_string())),
+                        // Only offered once signed; the zero is never sent.
+                        (
+                            "signed_in_snapshot",
+                            Json::Number(signed_in_snapshot.unwrap_or(0)),
+                        ),
                         ("package", Json::Rendered(package.as_bytes())),
                     ],
                     false,
@@ -423,6 +433,7 @@ impl Catalogue {
                 .iter()
                 .any(|offered| matches!(offered.state, ReleaseState::Revoked { .. })),
             versions,
+            signed_in_snapshot,
             json: json.into_boxed_slice(),
         }
     }

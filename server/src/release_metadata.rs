@@ -351,6 +351,19 @@ pub async fn run_once(app: &AppState, owner: &str) -> anyhow::Result<usize> {
         .execute(&mut *tx)
         .await?;
     }
+    // Update checks offer these plugins again, naming the snapshot hosts need to confirm them
+    // (a trigger tells every replica's catalogue). A plugin changed since it was read above
+    // still has a pending row, and stays unoffered until a round signs that change too.
+    for chunk in changed_plugins.chunks(500) {
+        sqlx::query(&format!(
+            "UPDATE plugins SET signed_snapshot = $1 WHERE id IN ({})",
+            releases::join_numbers(chunk)
+        ))
+        .persistent(false)
+        .bind(i64::try_from(state.snapshot.record.version.get())?)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     app.latest_timestamp.forget();
     app.catalogue.wake();

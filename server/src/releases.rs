@@ -98,6 +98,10 @@ pub struct PluginReleases {
     pub id: PluginId,
     /// Newest first.
     pub releases: Vec<Release>,
+    /// The version of the snapshot whose metadata signs the plugin as loaded, or `None` while
+    /// a change to it waits for the metadata job (or before its first round). Update checks
+    /// offer nothing of a plugin until then, so a host is never offered what it cannot verify.
+    pub signed_in_snapshot: Option<u64>,
 }
 
 /// Which plugins to load at once.
@@ -167,8 +171,9 @@ pub async fn load_many(
 }
 
 /// The plugins' columns, as [`releases_of`] reads them.
-const PLUGINS: &str = "SELECT p.id, pb.name, p.name, p.blocked_at, p.blocked_reason FROM plugins p \
-     JOIN publishers pb ON pb.id = p.publisher_id";
+const PLUGINS: &str = "SELECT p.id, pb.name, p.name, p.blocked_at, p.blocked_reason, p.signed_snapshot, \
+     (SELECT COUNT(*) FROM tuf_pending t WHERE t.plugin_id = p.id) \
+     FROM plugins p JOIN publishers pb ON pb.id = p.publisher_id";
 
 /// [`PLUGINS`] for `count` names, bound as publisher and name in turn.
 fn plugins_by_name_sql(count: usize) -> String {
@@ -206,7 +211,9 @@ fn patches_sql(plugin_ids: &str) -> String {
     )
 }
 
-fn join_numbers(numbers: &[i64]) -> String {
+/// Database ids inlined as SQL list text (`3,1,2`): numbers cannot inject anything, and the
+/// statement needs no parameter per id.
+pub(crate) fn join_numbers(numbers: &[i64]) -> String {
     numbers
         .iter()
         .map(i64::to_string)
@@ -279,6 +286,12 @@ fn plugin_releases(
     )?;
     let plugin_blocked: Option<i64> = plugin.try_get(3)?;
     let plugin_block_reason: Option<String> = plugin.try_get(4)?;
+    let signed_snapshot: Option<i64> = plugin.try_get(5)?;
+    let changes_to_sign: i64 = plugin.try_get(6)?;
+    let signed_in_snapshot = match signed_snapshot {
+        Some(snapshot) if changes_to_sign == 0 => Some(u64::try_from(snapshot)?),
+        _ => None,
+    };
 
     let mut releases = Vec::with_capacity(rows.len());
     for row in rows {
@@ -327,6 +340,7 @@ fn plugin_releases(
         plugin_db_id,
         id,
         releases,
+        signed_in_snapshot,
     })
 }
 
@@ -409,7 +423,7 @@ mod tests {
                 .iter()
                 .map(|row| row.try_get::<String, _>(3).unwrap())
                 .collect();
-            for table in ["p", "v", "deltas"] {
+            for table in ["p", "v", "deltas", "t"] {
                 let on_table: Vec<&String> = steps
                     .iter()
                     .filter(|step| step.contains(&format!(" {table} ")))

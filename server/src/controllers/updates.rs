@@ -123,6 +123,10 @@ pub struct OfferedUpdate {
     pub installed_version: String,
     /// The version to install.
     pub version: String,
+    /// The version of the snapshot whose metadata signs this offer. A host whose verified
+    /// snapshot is older has not seen that metadata yet (a CDN may keep the timestamp for its
+    /// `max-age`); the offer is then not yet confirmable, rather than false.
+    pub signed_in_snapshot: u64,
     /// The full package.
     pub package: DownloadTarget,
     /// A smaller patch from the installed package, when the store has one.
@@ -323,7 +327,10 @@ fn render_answer<'c>(
             for offered in &offers.versions {
                 match offered.version.cmp(&installed.version) {
                     Ordering::Greater => {
-                        if newest.is_none() && offered.eligible_for(&offers.id, host) {
+                        if newest.is_none()
+                            && offers.signed_in_snapshot.is_some()
+                            && offered.eligible_for(&offers.id, host)
+                        {
                             newest = Some(offered);
                             if !offers.any_revoked {
                                 break;
@@ -378,7 +385,7 @@ fn render_answer<'c>(
             b"\",\"installed_version\":\"",
             version.as_bytes(),
             b"\",",
-            // `"version":…,"package":{…}`, rendered by the catalogue.
+            // `"version":…,"signed_in_snapshot":…,"package":{…}`, rendered by the catalogue.
             json(offer.newest.version_and_package),
             b",\"patch\":",
             offer

@@ -371,6 +371,25 @@ impl TestApp {
         );
     }
 
+    /// Signs every pending change into the release metadata (creating the repository the
+    /// first time), then applies the change feed: what the background jobs do within seconds.
+    /// Update checks offer a plugin only once its changes are signed.
+    pub async fn sign_and_follow(&self) {
+        plugstore_server::release_metadata::ensure_repository(&self.app)
+            .await
+            .expect("release metadata");
+        while plugstore_server::release_metadata::run_once(&self.app, "test-replica")
+            .await
+            .expect("signing round")
+            > 0
+        {}
+        self.app
+            .catalogue
+            .apply_changes(&self.app.db)
+            .await
+            .expect("change feed");
+    }
+
     /// Inserts a plugin with versions directly (publishing arrives with signed packages).
     pub async fn seed_plugin(&self, publisher: &str, name: &str, versions: &[(&str, &str)]) -> i64 {
         let now = plugstore_server::db::now();

@@ -56,15 +56,6 @@ async fn count(app: &TestApp, sql: &'static str) -> i64 {
         .unwrap()
 }
 
-/// Signs everything pending, as the background job does.
-async fn sign_pending(app: &TestApp) {
-    while plugstore_server::release_metadata::run_once(&app.app, "test-replica")
-        .await
-        .expect("signing round")
-        > 0
-    {}
-}
-
 async fn first_root(app: &TestApp) -> Vec<u8> {
     let response = app.get("/tuf/1.root.json", None).await;
     assert_eq!(response.status, StatusCode::OK);
@@ -123,7 +114,7 @@ both_stacks! {
         let v2 = publish(&app, &owner, &signer, "1.1.0", &payload(1, "release two")).await;
         let settings = app.app.settings.deltas.clone();
         plugstore_server::deltas::run_once(&app.app, &settings).await.unwrap();
-        sign_pending(&app).await;
+        app.sign_and_follow().await;
         let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tuf_pending").fetch_one(&app.app.db.pool).await.unwrap();
         assert_eq!(pending, 0, "a round deletes exactly what it signed");
 
@@ -186,7 +177,7 @@ both_stacks! {
         let rita = app.login("rita").await;
         let block = app.post("/api/v1/review/versions/acme/hello/1.0.0/block", Some(&rita.access), json!({"reason": "phones home"})).await;
         assert_eq!(block.status, StatusCode::OK);
-        sign_pending(&app).await;
+        app.sign_and_follow().await;
         let mut fetch = served_metadata(&app).await;
         state.refresh(&mut fetch, now).unwrap();
         let v1_target = state.target_info(&mut fetch, &hello(), &Version::new(1, 0, 0), now).unwrap();
@@ -198,7 +189,7 @@ both_stacks! {
             .post(&format!("/api/v1/publishers/acme/certificates/{}/revoke", signer.fingerprint), Some(&owner.access), json!({"reason": "key leaked"}))
             .await;
         assert_eq!(revoke.status, StatusCode::OK);
-        sign_pending(&app).await;
+        app.sign_and_follow().await;
         let mut fetch = served_metadata(&app).await;
         state.refresh(&mut fetch, now).unwrap();
         assert_eq!(state.target_info(&mut fetch, &hello(), &Version::new(1, 1, 0), now).unwrap().state(), Some(VersionState::Blocked));

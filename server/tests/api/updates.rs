@@ -45,13 +45,23 @@ async fn check(app: &TestApp, body: Value) -> Value {
     value
 }
 
-/// Applies the change feed, as the replica's follower task does every half second.
+/// Applies the change feed, as the replica's follower task does every half second, without
+/// signing anything.
 async fn follow_changes(app: &TestApp) {
     app.app
         .catalogue
         .apply_changes(&app.app.db)
         .await
         .expect("change feed");
+}
+
+/// The snapshot version that `/tuf/timestamp.json` names now.
+async fn served_snapshot_version(app: &TestApp) -> u64 {
+    let response = app.get("/tuf/timestamp.json", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    response.json()["signed"]["meta"]["snapshot.json"]["version"]
+        .as_u64()
+        .expect("the timestamp names a snapshot version")
 }
 
 async fn reviewer(app: &TestApp) -> TestUser {
@@ -72,7 +82,8 @@ async fn moderate(app: &TestApp, user: &TestUser, path: &str) {
     );
 }
 
-/// Sets 1.1.0's rollout as its owner, and lets the catalogue see it.
+/// Sets 1.1.0's rollout as its owner, and lets the catalogue see it. Nothing is signed:
+/// rollouts are not in the signed metadata, and reach hosts without waiting for a round.
 async fn rollout(app: &TestApp, owner: &TestUser, percent: u8, paused: bool) {
     let response = app
         .call(
@@ -124,6 +135,7 @@ both_stacks! {
         let beta = publish(&app, &owner, &signer, "2.0.0-beta.1", &noise(64 * 1024)).await;
         let settings = app.app.settings.deltas.clone();
         plugstore_server::deltas::run_once(&app.app, &settings).await.unwrap();
+        app.sign_and_follow().await;
 
         // Stable: 1.1.0, with the patch from exactly the installed package.
         let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
@@ -172,12 +184,42 @@ both_stacks! {
         // Yanking 1.1.0 reaches the cached catalogue through the change feed.
         let yank = app.post("/api/v1/plugins/acme/hello/versions/1.1.0/yank", Some(&owner.access), json!({"reason": "broken"})).await;
         assert_eq!(yank.status, StatusCode::OK);
-        follow_changes(&app).await;
+        app.sign_and_follow().await;
         let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
         assert_eq!(answer["updates"], json!([]), "a yanked version is never offered");
         // Unknown plugins are simply not answered.
         let answer = check(&app, request(&[("acme/nothing", "1.0.0", &v1)], "stable", "install-0001")).await;
         assert_eq!(answer["updates"], json!([]));
+    }
+
+    async fn offers_wait_for_the_signed_metadata_and_name_its_snapshot(app) {
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        let signer = StoreSigner::new(&app, &owner, "acme").await;
+        let v1 = publish(&app, &owner, &signer, "1.0.0", &payload(1, "one")).await;
+        publish(&app, &owner, &signer, "1.1.0", &payload(1, "two")).await;
+        let ask = || request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001");
+        // Published but not signed yet: no host could confirm an offer, so none is made.
+        assert_eq!(check(&app, ask()).await["updates"], json!([]));
+
+        app.sign_and_follow().await;
+        let answer = check(&app, ask()).await;
+        assert_eq!(answer["updates"][0]["version"], "1.1.0", "{answer}");
+        let signed_in = answer["updates"][0]["signed_in_snapshot"].as_u64().unwrap();
+        assert_eq!(signed_in, served_snapshot_version(&app).await, "the snapshot the timestamp names");
+
+        // A newer version: while it waits for its round, nothing of the plugin is offered
+        // (what was signed before is no longer what the store would offer)...
+        publish(&app, &owner, &signer, "1.2.0", &payload(1, "three")).await;
+        follow_changes(&app).await;
+        assert_eq!(check(&app, ask()).await["updates"], json!([]));
+        // ...and once signed, it is, under the newer snapshot.
+        app.sign_and_follow().await;
+        let answer = check(&app, ask()).await;
+        assert_eq!(answer["updates"][0]["version"], "1.2.0", "{answer}");
+        let newer = answer["updates"][0]["signed_in_snapshot"].as_u64().unwrap();
+        assert!(newer > signed_in, "{newer} after {signed_in}");
+        assert_eq!(newer, served_snapshot_version(&app).await);
     }
 
     async fn a_check_loads_every_plugin_not_cached_at_once(app) {
@@ -200,6 +242,7 @@ both_stacks! {
             installed.push((id, old));
             newest.push((id, sha256_hex(&new)));
         }
+        app.sign_and_follow().await;
         // Beside them, names with no plugin: an unknown name, and a plugin's name under the
         // other publisher (found only if publisher and name were matched separately).
         let mut listed: Vec<(&str, &str, &[u8])> =
@@ -235,6 +278,7 @@ both_stacks! {
         let signer = StoreSigner::new(&app, &owner, "acme").await;
         let v1 = publish(&app, &owner, &signer, "1.0.0", &payload(1, "one")).await;
         publish(&app, &owner, &signer, "1.1.0", &payload(1, "two")).await;
+        app.sign_and_follow().await;
         // The test manifests ask for host >=1.0.0 and run everywhere (`any`).
         let mut old_host = request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001");
         old_host["host"]["version"] = json!("0.9.0");
@@ -250,6 +294,7 @@ both_stacks! {
         let signer = StoreSigner::new(&app, &owner, "acme").await;
         let v1 = publish(&app, &owner, &signer, "1.0.0", &payload(1, "one")).await;
         publish(&app, &owner, &signer, "1.1.0", &payload(1, "two")).await;
+        app.sign_and_follow().await;
         assert_eq!(offered(&app, &v1).await, 100);
         rollout(&app, &owner, 30, false).await;
         let share = offered(&app, &v1).await;
@@ -286,12 +331,13 @@ both_stacks! {
         let signer = StoreSigner::new(&app, &owner, "acme").await;
         let v1 = publish(&app, &owner, &signer, "1.0.0", &payload(1, "one")).await;
         let v2 = publish(&app, &owner, &signer, "2.0.0", &payload(1, "two")).await;
+        app.sign_and_follow().await;
         let rita = reviewer(&app).await;
         // Warm the cache, so the block must arrive through the change feed.
         check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
 
         moderate(&app, &rita, "/api/v1/review/versions/acme/hello/1.0.0/block").await;
-        follow_changes(&app).await;
+        app.sign_and_follow().await;
         let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
         assert_eq!(answer["revocations"], json!([{
             "id": "acme/hello", "version": "1.0.0", "sha256": sha256_hex(&v1),
@@ -305,14 +351,14 @@ both_stacks! {
             .post(&format!("/api/v1/publishers/acme/certificates/{}/revoke", signer.fingerprint), Some(&owner.access), json!({"reason": "key leaked"}))
             .await;
         assert_eq!(revoke.status, StatusCode::OK, "{}", String::from_utf8_lossy(&revoke.body));
-        follow_changes(&app).await;
+        app.sign_and_follow().await;
         let answer = check(&app, request(&[("acme/hello", "2.0.0", &v2)], "stable", "install-0001")).await;
         assert_eq!(answer["revocations"][0]["reason"], "certificate-revoked", "{answer}");
         assert_eq!(answer["revocations"][0]["detail"], "key leaked");
 
         // A plugin block covers every version, and nothing is offered.
         moderate(&app, &rita, "/api/v1/review/plugins/acme/hello/block").await;
-        follow_changes(&app).await;
+        app.sign_and_follow().await;
         let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "beta", "install-0001")).await;
         assert_eq!(answer["revocations"][0]["reason"], "plugin-blocked", "{answer}");
         assert_eq!(answer["updates"], json!([]));
