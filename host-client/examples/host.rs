@@ -114,6 +114,12 @@ fn report(check: &UpdateCheck) {
             refusal.id, refusal.version, refusal.reason
         );
     }
+    for awaiting in &check.awaiting {
+        println!(
+            "not yet confirmed: {} {} (signed in snapshot {}, this host has {}); ask again later",
+            awaiting.id, awaiting.version, awaiting.signed_in_snapshot, awaiting.verified_snapshot
+        );
+    }
     for revocation in &check.revocations {
         println!(
             "revoked and disabled: {} {} ({})",
@@ -125,7 +131,11 @@ fn report(check: &UpdateCheck) {
                 .unwrap_or("blocked by the store")
         );
     }
-    if check.updates.is_empty() && check.refusals.is_empty() && check.revocations.is_empty() {
+    if check.updates.is_empty()
+        && check.refusals.is_empty()
+        && check.awaiting.is_empty()
+        && check.revocations.is_empty()
+    {
         println!("everything is up to date");
     }
 }

@@ -470,21 +470,21 @@ impl Client {
             answer.revocations.extend(part.revocations);
         }
         let inner = self.inner.clone();
-        let (updates, refusals, revocations) = self
+        let (offers, revocations) = self
             .with_refreshed(move |state, fetch, now| {
                 let context = inner.check_context(now);
-                let (updates, refusals) =
-                    check_offers(state, fetch, &context, &answer.updates, &installed);
+                let offers = check_offers(state, fetch, &context, &answer.updates, &installed);
                 let revocations =
                     confirmed_revocations(state, fetch, &context, &answer.revocations, &installed);
-                (updates, refusals, revocations)
+                (offers, revocations)
             })
             .await?;
         let revocations = revocations?;
         self.disable_revoked(&revocations).await?;
         Ok(UpdateCheck {
-            updates,
-            refusals,
+            updates: offers.updates,
+            refusals: offers.refusals,
+            awaiting: offers.awaiting,
             revocations,
         })
     }

@@ -27,6 +27,6 @@ pub mod updates;
 pub use client::{Client, ClientBuilder, ClientError, Installed};
 pub use metadata::RestoreError;
 pub use updates::{
-    Channel, HostApp, Refusal, RefusalReason, Revocation, UpdateCheck, VerifiedBlob,
-    VerifiedPackage, VerifiedUpdate,
+    AwaitingMetadata, Channel, HostApp, Refusal, RefusalReason, Revocation, UpdateCheck,
+    VerifiedBlob, VerifiedPackage, VerifiedUpdate,
 };

@@ -144,6 +144,19 @@ pub enum RefusalReason {
     },
 }
 
+impl RefusalReason {
+    /// Whether metadata newer than the client's could make the offer acceptable: the version
+    /// is not listed yet, or listed in a state that a later round may have changed.
+    fn may_change_with_newer_metadata(&self) -> bool {
+        matches!(
+            self,
+            Self::Unverified(VerificationError::UnknownTarget { .. })
+                | Self::Yanked(_)
+                | Self::Blocked(_)
+        )
+    }
+}
+
 /// An offer that was not accepted.
 #[derive(Debug)]
 pub struct Refusal {
@@ -152,6 +165,26 @@ pub struct Refusal {
     /// The version the offer named (as the API spelled it).
     pub version: String,
     /// Why.
+    pub reason: RefusalReason,
+}
+
+/// An offer the store says it signed in a snapshot newer than the one this client verified,
+/// and which that older snapshot does not confirm. Usually a cache in front of the store (a
+/// CDN keeps `timestamp.json` for its `max-age`, 30 s by default) still serves the previous
+/// timestamp: ask again later. Nothing of it is installable until signed metadata confirms
+/// it; an offer that stays here across checks further apart than that `max-age` is one the
+/// store's API invents (see the security model).
+#[derive(Debug)]
+pub struct AwaitingMetadata {
+    /// The plugin the offer named (as the API spelled it).
+    pub id: String,
+    /// The version the offer named (as the API spelled it).
+    pub version: String,
+    /// The snapshot version the API says signs the offer.
+    pub signed_in_snapshot: u64,
+    /// The newest snapshot version this client has verified.
+    pub verified_snapshot: u64,
+    /// What the verified metadata says of the offer now.
     pub reason: RefusalReason,
 }
 
@@ -178,6 +211,8 @@ pub struct UpdateCheck {
     pub updates: Vec<VerifiedUpdate>,
     /// Offers that were refused, each with its reason.
     pub refusals: Vec<Refusal>,
+    /// Offers signed in metadata newer than this client has seen yet; ask again later.
+    pub awaiting: Vec<AwaitingMetadata>,
     /// Installed versions the store revoked; these plugins are now disabled.
     pub revocations: Vec<Revocation>,
 }
@@ -221,6 +256,9 @@ pub(crate) struct CheckResponse {
 struct Offer {
     id: String,
     version: String,
+    /// Absent from stores older than the field.
+    #[serde(default)]
+    signed_in_snapshot: Option<u64>,
     package: OfferedBlob,
     #[serde(default)]
     patch: Option<OfferedBlob>,
@@ -443,13 +481,17 @@ pub(crate) fn check_offers<F: Fetch + ?Sized>(
     context: &CheckContext<'_>,
     offers: &[serde_json::Value],
     installed: &[InstalledPlugin],
-) -> (Vec<VerifiedUpdate>, Vec<Refusal>) {
+) -> CheckedOffers {
     let by_id: HashMap<String, &InstalledPlugin> = installed
         .iter()
         .map(|plugin| (plugin.id.to_string(), plugin))
         .collect();
-    let mut updates = Vec::new();
-    let mut refusals = Vec::new();
+    let mut checked = CheckedOffers::default();
+    let CheckedOffers {
+        updates,
+        refusals,
+        awaiting,
+    } = &mut checked;
     for raw in offers {
         let offer: Offer = match serde_json::from_value(raw.clone()) {
             Ok(offer) => offer,
@@ -462,16 +504,44 @@ pub(crate) fn check_offers<F: Fetch + ?Sized>(
                 continue;
             }
         };
-        match check_offer(state, fetch, context, &offer, &by_id) {
-            Ok(update) => updates.push(update),
-            Err(reason) => refusals.push(Refusal {
+        let reason = match check_offer(state, fetch, context, &offer, &by_id) {
+            Ok(update) => {
+                updates.push(update);
+                continue;
+            }
+            Err(reason) => reason,
+        };
+        // The timestamp is fetched through caches that may be a few seconds behind the
+        // store; a "not listed" from metadata older than what signed the offer is "not yet".
+        match (offer.signed_in_snapshot, state.snapshot_version()) {
+            (Some(signed_in_snapshot), Some(verified_snapshot))
+                if signed_in_snapshot > verified_snapshot
+                    && reason.may_change_with_newer_metadata() =>
+            {
+                awaiting.push(AwaitingMetadata {
+                    id: offer.id,
+                    version: offer.version,
+                    signed_in_snapshot,
+                    verified_snapshot,
+                    reason,
+                });
+            }
+            _ => refusals.push(Refusal {
                 id: offer.id,
                 version: offer.version,
                 reason,
             }),
         }
     }
-    (updates, refusals)
+    checked
+}
+
+/// The API's offers, sorted by what the signed metadata says of them.
+#[derive(Default)]
+pub(crate) struct CheckedOffers {
+    pub(crate) updates: Vec<VerifiedUpdate>,
+    pub(crate) refusals: Vec<Refusal>,
+    pub(crate) awaiting: Vec<AwaitingMetadata>,
 }
 
 fn check_offer<F: Fetch + ?Sized>(

@@ -234,6 +234,36 @@ async fn a_version_the_metadata_does_not_list_is_refused() {
     assert_untouched(&client, &before);
 }
 
+/// An API that invents an offer and claims a snapshot newer than the client's, so that the
+/// refusal reads as "not signed yet": the offer is only awaited, never installable, and
+/// nothing changes on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invented_offer_claiming_newer_metadata_is_never_installed() {
+    let (mut store, client, _dir, old, before) = installed().await;
+    let new = store.publish("acme/hello", "1.2.0");
+    let mut offer = store.offer(&old, &new, None);
+    offer["version"] = "6.6.6".into();
+    offer["package"]["target"] = new
+        .entry
+        .path
+        .to_string()
+        .replace("/1.2.0/", "/6.6.6/")
+        .into();
+    offer["signed_in_snapshot"] = json!(u64::MAX);
+    store.answer(vec![offer], vec![]);
+    let check = client.check_updates().await.unwrap();
+    assert!(
+        check.updates.is_empty() && check.refusals.is_empty(),
+        "{check:?}"
+    );
+    assert_eq!(check.awaiting.len(), 1, "{check:?}");
+    assert!(matches!(
+        check.awaiting[0].reason,
+        RefusalReason::Unverified(VerificationError::UnknownTarget { .. })
+    ));
+    assert_untouched(&client, &before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_version_is_not_an_update() {
     let (mut store, client, _dir, _old, before) = installed().await;

@@ -5,8 +5,9 @@ mod common;
 
 use common::{Store, Trick, id};
 use plugstore_client::delta::Fetched;
-use plugstore_client::{ClientBuilder, ClientError};
+use plugstore_client::{ClientBuilder, ClientError, RefusalReason};
 use plugstore_tuf::custom::VersionState;
+use plugstore_tuf::error::VerificationError;
 use semver::Version;
 
 fn v(text: &str) -> Version {
@@ -118,6 +119,57 @@ async fn an_update_by_patch_is_verified_installed_and_can_be_rolled_back() {
     let path = client.loadable_path(&id("acme/hello")).unwrap().unwrap();
     let manifest = std::fs::read_to_string(path.join("plugin.toml")).unwrap();
     assert!(manifest.contains("version = \"1.0.0\""));
+}
+
+/// A CDN in front of the store may serve the previous `timestamp.json` for its `max-age`. An
+/// offer the store signed in a newer snapshot is then awaited, not refused, and becomes an
+/// update once the newer timestamp arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_signed_after_the_cached_timestamp_is_awaited_not_refused() {
+    let mut store = Store::new().await;
+    let old = store.publish("acme/hello", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    client
+        .install(&id("acme/hello"), &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap();
+
+    let cached = store.metadata("timestamp.json");
+    let new = store.publish("acme/hello", "1.2.0");
+    let current = store.metadata("timestamp.json");
+    store.put_metadata("timestamp.json", cached);
+    store.answer(vec![store.offer(&old, &new, None)], vec![]);
+    let check = client.check_updates().await.unwrap();
+    assert!(
+        check.updates.is_empty() && check.refusals.is_empty(),
+        "{check:?}"
+    );
+    assert_eq!(check.awaiting.len(), 1, "{check:?}");
+    let awaiting = &check.awaiting[0];
+    assert_eq!(
+        (awaiting.id.as_str(), awaiting.version.as_str()),
+        ("acme/hello", "1.2.0")
+    );
+    assert_eq!(awaiting.signed_in_snapshot, awaiting.verified_snapshot + 1);
+    assert!(
+        matches!(
+            awaiting.reason,
+            RefusalReason::Unverified(VerificationError::UnknownTarget { .. })
+        ),
+        "{}",
+        awaiting.reason
+    );
+
+    // The cache catches up: the same offer is an update.
+    store.put_metadata("timestamp.json", current);
+    let check = client.check_updates().await.unwrap();
+    assert!(
+        check.awaiting.is_empty() && check.refusals.is_empty(),
+        "{check:?}"
+    );
+    assert_eq!(check.updates.len(), 1);
+    assert_eq!(check.updates[0].package.version, v("1.2.0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -199,6 +199,11 @@ impl TrustedState {
         &self.root
     }
 
+    /// The version of the newest snapshot verified, once one is.
+    pub fn snapshot_version(&self) -> Option<u64> {
+        self.snapshot.as_ref().map(|snapshot| snapshot.version)
+    }
+
     /// The verified files a host should save after an update, by file name: the root, the
     /// timestamp, the snapshot and the top-level targets. Restoring them with
     /// [`TrustedState::restore`] keeps the rollback protection across restarts. Bins are not

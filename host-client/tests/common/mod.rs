@@ -747,6 +747,7 @@ impl Store {
             "id": to.id.to_string(),
             "installed_version": from.version.to_string(),
             "version": to.version.to_string(),
+            "signed_in_snapshot": self.state.snapshot.record.version.get(),
             "package": {
                 "target": to.entry.path.to_string(),
                 "url": blob(to.sha256),
