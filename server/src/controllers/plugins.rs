@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
+use super::versions::Rollout;
 use super::{Page, PageQuery, PluginPath, rfc3339};
 use crate::app::AppState;
 use crate::auth::{Caller, Credential, Role};
@@ -84,6 +85,8 @@ pub struct VersionView {
     pub download_url: String,
     /// Upload time (RFC 3339).
     pub created_at: String,
+    /// Which share of hosts the update check offers the version to (set by its maintainers).
+    pub rollout: Rollout,
 }
 
 const PLUGIN_COLUMNS: &str =
@@ -235,11 +238,16 @@ pub fn version_view(app: &AppState, row: &sqlx::any::AnyRow) -> Result<VersionVi
         package_digest: format!("sha256:{digest}"),
         package_size: row.try_get("package_size")?,
         created_at: rfc3339(row.try_get("created_at")?),
+        rollout: Rollout {
+            percent: u8::try_from(row.try_get::<i64, _>("rollout_percent")?.clamp(0, 100))
+                .unwrap_or(100),
+            paused: row.try_get::<i64, _>("rollout_paused")? != 0,
+        },
     })
 }
 
-const VERSION_COLUMNS: &str =
-    "id, version, state, state_reason, package_digest, package_size, created_at";
+const VERSION_COLUMNS: &str = "id, version, state, state_reason, package_digest, package_size, created_at, \
+     rollout_percent, rollout_paused";
 
 /// Versions of a plugin in upload order. The public sees published and yanked versions.
 #[utoipa::path(get, path = "/api/v1/plugins/{publisher}/{name}/versions", tag = "plugins", params(PluginPath, PageQuery),

@@ -516,7 +516,8 @@ async fn find_version(
     version: &str,
 ) -> ApiResult<VersionView> {
     let row = sqlx::query(
-        "SELECT v.id, v.version, v.state, v.state_reason, v.package_digest, v.package_size, v.created_at FROM plugin_versions v \
+        "SELECT v.id, v.version, v.state, v.state_reason, v.package_digest, v.package_size, v.created_at, \
+         v.rollout_percent, v.rollout_paused FROM plugin_versions v \
          JOIN plugins p ON p.id = v.plugin_id JOIN publishers pb ON pb.id = p.publisher_id \
          WHERE pb.name = $1 AND p.name = $2 AND v.version = $3",
     )

@@ -296,7 +296,9 @@ both_stacks! {
         publish(&app, &owner, &signer, "1.1.0", &payload(1, "two")).await;
         app.sign_and_follow().await;
         assert_eq!(offered(&app, &v1).await, 100);
+        assert_eq!(app.get("/api/v1/plugins/acme/hello/versions/1.1.0", None).await.json()["rollout"], json!({"percent": 100, "paused": false}));
         rollout(&app, &owner, 30, false).await;
+        assert_eq!(app.get("/api/v1/plugins/acme/hello/versions/1.1.0", None).await.json()["rollout"], json!({"percent": 30, "paused": false}));
         let share = offered(&app, &v1).await;
         assert!((15..=45).contains(&share), "30% rollout reached {share} of 100 installs");
         // Raising the percentage keeps everyone who already had it.
@@ -307,6 +309,7 @@ both_stacks! {
             assert!(!had || *has, "install {i} lost the update when the rollout grew");
         }
         rollout(&app, &owner, 60, true).await;
+        assert_eq!(app.get("/api/v1/plugins/acme/hello/versions/1.1.0", None).await.json()["rollout"], json!({"percent": 60, "paused": true}));
         assert_eq!(offered(&app, &v1).await, 0, "a paused rollout is offered to nobody");
         rollout(&app, &owner, 0, false).await;
         assert_eq!(offered(&app, &v1).await, 0);
