@@ -313,6 +313,18 @@ pub struct VersionView {
     pub download_url: String,
     /// Upload time (RFC 3339).
     pub created_at: String,
+    /// The staged rollout (absent from stores older than rollouts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// A version's staged rollout: the share of hosts its update is offered to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// Percentage of installs offered the version (0–100).
+    pub percent: u8,
+    /// Offered to nobody new, whatever the percentage.
+    pub paused: bool,
 }
 
 /// The store's answer to an upload.
@@ -672,6 +684,28 @@ impl RegistryClient {
         self.call(
             self.request(Method::POST, &path, Some(bearer))
                 .json(&serde_json::json!({ "reason": reason })),
+        )
+        .await
+    }
+
+    /// `PUT …/versions/{version}/rollout`.
+    pub async fn set_rollout(
+        &self,
+        bearer: &Secret,
+        publisher: &str,
+        name: &str,
+        version: &str,
+        rollout: Rollout,
+    ) -> Result<Rollout, ApiError> {
+        let path = format!(
+            "/api/v1/plugins/{}/{}/versions/{}/rollout",
+            segment(publisher),
+            segment(name),
+            segment(version),
+        );
+        self.call(
+            self.request(Method::PUT, &path, Some(bearer))
+                .json(&rollout),
         )
         .await
     }

@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use plugstore_format::manifest::PluginId;
 use plugstore_format::signing::SignatureAlgorithm;
 
-use crate::api::StateChange;
+use crate::api::{Rollout, StateChange};
 use crate::commands::package::{SignerFiles, VerifyRequest};
 use crate::commands::publish::{PublishRequest, VersionRef};
 use crate::commands::publisher::{NewToken, TokenScope};
@@ -135,6 +135,18 @@ enum Command {
         /// Recorded in the audit log.
         #[arg(long)]
         reason: String,
+    },
+    /// Offer a version's update to a share of hosts only (a staged rollout), or pause it.
+    Rollout {
+        /// publisher/name@version.
+        target: VersionRef,
+        /// Percentage of installs offered the update (100 is everyone). Raising it keeps
+        /// every install that already had the offer.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
+        /// Offer it to nobody new until run again without `--paused`.
+        #[arg(long)]
+        paused: bool,
     },
     /// Verify a package's signature offline, with the same checks as the store.
     Verify {
@@ -361,6 +373,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &target,
                 StateChange::Unyank,
                 &reason,
+            )
+            .await
+        }
+        Command::Rollout {
+            target,
+            percent,
+            paused,
+        } => {
+            commands::publish::set_rollout(
+                &globals.connect()?,
+                &target,
+                Rollout { percent, paused },
             )
             .await
         }

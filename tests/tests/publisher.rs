@@ -191,6 +191,44 @@ fn publisher_flow_from_registration_to_verified_download() {
         store.get_json("/api/v1/plugins/acme/hello/versions/1.0.0")["state"],
         "published"
     );
+
+    // A staged rollout, then a pause; `info` shows both.
+    let rolled = alice
+        .run(&["rollout", "acme/hello@1.0.0", "--percent", "25"])
+        .ok()
+        .to_owned();
+    assert!(
+        rolled.contains("acme/hello 1.0.0: the update is offered to 25% of hosts"),
+        "{rolled}"
+    );
+    assert_eq!(
+        store.get_json("/api/v1/plugins/acme/hello/versions/1.0.0")["rollout"],
+        serde_json::json!({"percent": 25, "paused": false})
+    );
+    assert!(
+        alice
+            .run(&["info", "acme/hello"])
+            .ok()
+            .contains("rollout 25%")
+    );
+    alice
+        .run(&["rollout", "acme/hello@1.0.0", "--percent", "25", "--paused"])
+        .ok();
+    assert_eq!(
+        store.get_json("/api/v1/plugins/acme/hello/versions/1.0.0")["rollout"],
+        serde_json::json!({"percent": 25, "paused": true})
+    );
+    assert!(
+        alice
+            .run(&["info", "acme/hello"])
+            .ok()
+            .contains("rollout paused at 25%")
+    );
+    let too_much = alice
+        .run(&["rollout", "acme/hello@1.0.0", "--percent", "101"])
+        .failed()
+        .to_owned();
+    assert!(too_much.contains("101 is not in 0..=100"), "{too_much}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! `publish`, `yank`, `unyank` and `info`.
+//! `publish`, `yank`, `unyank`, `rollout` and `info`.
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt as _;
 use tokio_util::io::ReaderStream;
 
-use crate::api::{PluginView, StateChange, VersionView, upload_prefix};
+use crate::api::{PluginView, Rollout, StateChange, VersionView, upload_prefix};
 use crate::commands::package::{
     LeafChecks, SignerFiles, package_builder, payload_of, read_envelope, read_package_file, sign,
     write_package_to,
@@ -276,6 +276,37 @@ pub async fn change_state(
     })
 }
 
+/// `plugstore rollout`.
+pub async fn set_rollout(
+    ctx: &Context,
+    target: &VersionRef,
+    rollout: Rollout,
+) -> anyhow::Result<()> {
+    let auth = ctx.authenticate().await?;
+    let set = ctx
+        .api
+        .set_rollout(
+            &auth.bearer,
+            target.id.publisher(),
+            target.id.name(),
+            &target.version.to_string(),
+            rollout,
+        )
+        .await
+        .map_err(|e| explain(e, auth.hint_context(Some(target.id.publisher()))))?;
+    ctx.out.print(&set, || {
+        let who = if set.paused {
+            format!("nobody new (paused at {}%)", set.percent)
+        } else {
+            format!("{}% of hosts", set.percent)
+        };
+        format!(
+            "{} {}: the update is offered to {who}\nHosts that installed it keep it; it stays in the signed metadata either way.",
+            target.id, target.version
+        )
+    })
+}
+
 /// `info --json`.
 #[derive(Debug, Serialize)]
 struct PluginInfo {
@@ -314,8 +345,16 @@ pub async fn info(ctx: &Context, id: &PluginId) -> anyhow::Result<()> {
             text.push_str("no public versions\n");
         }
         for version in &info.versions {
+            let rollout = match version.rollout {
+                Some(Rollout {
+                    paused: true,
+                    percent,
+                }) => format!("  rollout paused at {percent}%"),
+                Some(Rollout { percent, .. }) if percent < 100 => format!("  rollout {percent}%"),
+                _ => String::new(),
+            };
             text.push_str(&format!(
-                "  {:<12} {:<15} {:>10} bytes  {}  {}\n",
+                "  {:<12} {:<15} {:>10} bytes  {}  {}{rollout}\n",
                 version.version,
                 version.state,
                 version.package_size,
