@@ -254,6 +254,25 @@ impl TestApp {
         })
     }
 
+    /// The same store started again, on the same settings, database and blobs: what a start
+    /// reads (keys above all) is read anew.
+    pub async fn restarted(self) -> Self {
+        let app = AppState::assemble(
+            self.app.settings.clone(),
+            self.app.db.clone(),
+            self.app.blobs.clone(),
+        )
+        .expect("app");
+        let router = router::build(app.clone())
+            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        Self {
+            app,
+            router,
+            dir: self.dir,
+            _pg: self._pg,
+        }
+    }
+
     /// Sends a request; `body` is sent as JSON.
     pub async fn call(
         &self,

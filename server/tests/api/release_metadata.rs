@@ -14,6 +14,7 @@ use plugstore_format::signing::{
 };
 use plugstore_tuf::client::{Fetch, FetchError, TrustedState};
 use plugstore_tuf::custom::VersionState;
+use plugstore_tuf::keys_dir::{KeysDir, OnlineRole};
 use plugstore_tuf::layout::TargetPath;
 use plugstore_tuf::time::UnixTime;
 use semver::Version;
@@ -103,6 +104,36 @@ both_stacks! {
         let mut state = TrustedState::new(&first_root(&app).await).unwrap();
         state.refresh(&mut served_metadata(&app).await, UnixTime::now()).unwrap();
         assert!(state.targets_for_plugin(&mut served_metadata(&app).await, &hello(), UnixTime::now()).unwrap().is_empty());
+    }
+
+    async fn a_new_bins_key_re_signs_every_bin_with_its_plugins(app) {
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        let signer = StoreSigner::new(&app, &owner, "acme").await;
+        publish(&app, &owner, &signer, "1.0.0", &payload(1, "one")).await;
+        publish(&app, &owner, &signer, "1.1.0", &payload(1, "two")).await;
+        app.sign_and_follow().await;
+        let root = first_root(&app).await;
+        let mut before = served_metadata(&app).await;
+
+        // `plugstore-server keys rotate --role bins`, then a restart.
+        let keys = KeysDir::open(&app.app.release_keys.dir).unwrap();
+        keys.generate_next_key(OnlineRole::Bins).unwrap();
+        let app = app.restarted().await;
+        plugstore_server::release_metadata::ensure_repository(&app.app).await.unwrap();
+        assert!(!keys.next_key_path(OnlineRole::Bins).exists(), "the new key became the bins key");
+
+        // A client that followed the old bins key follows the new one, and still finds both
+        // versions in their bin.
+        let now = UnixTime::now();
+        let mut state = TrustedState::new(&root).unwrap();
+        state.refresh(&mut before, now).unwrap();
+        let mut fetch = served_metadata(&app).await;
+        state.refresh(&mut fetch, now).unwrap();
+        let targets = state.targets_for_plugin(&mut fetch, &hello(), now).unwrap();
+        let mut versions: Vec<String> = targets.iter().map(|t| t.info().version.to_string()).collect();
+        versions.sort();
+        assert_eq!(versions, ["1.0.0", "1.1.0"]);
     }
 
     async fn releases_are_signed_with_the_developer_signature_and_revocations(app) {
