@@ -643,11 +643,12 @@ impl RegistryClient {
     /// The reason behind an upload that broke off.
     ///
     /// A store that refuses an upload before reading its body (not allowed, unknown
-    /// publisher, bad version) answers at once and closes the connection; an HTTP/1.1 client
-    /// still sending the body then sees a broken pipe instead of the answer. Those checks come
-    /// before the store reads anything, so an empty upload to the same URL meets the same
-    /// refusal, at no cost. If the empty upload gets further (the store reports it truncated),
-    /// the connection really broke and `error` stands.
+    /// publisher, bad version) answers at once and closes the connection. The store reads
+    /// and discards the rest for up to 30 s so that the client gets the answer, but a proxy
+    /// in front of it, or a slow link, can still turn that close into a broken pipe. Those
+    /// checks come before the store reads anything, so an empty upload to the same URL meets
+    /// the same refusal, at no cost. If the empty upload gets further (the store reports it
+    /// truncated), the connection really broke and `error` stands.
     async fn early_refusal(&self, path: &str, bearer: &Secret, error: ApiError) -> ApiError {
         let probe = self
             .request(Method::PUT, path, Some(bearer))

@@ -16,6 +16,7 @@ pub mod deltas;
 pub mod error;
 pub mod host_range;
 pub mod http;
+pub mod lingering_close;
 pub mod metrics;
 pub mod names;
 pub mod rate_limit;

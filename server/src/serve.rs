@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::app::AppState;
 use crate::config::{ScanPolicy, Settings};
+use crate::lingering_close::{LingeringAcceptor, LingeringClose};
 use crate::router;
 
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
@@ -81,6 +82,7 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
             });
             tracing::info!(%addr, "serving HTTPS");
             axum_server::from_tcp_rustls(listener.into_std()?, tls)
+                .map(|tls| tls.acceptor(LingeringAcceptor))
                 .handle(handle)
                 .serve(router.into_make_service_with_connect_info::<SocketAddr>())
                 .await?;
@@ -136,8 +138,8 @@ async fn serve_on_threads(
                             let connections = DealtConnections { dealt, local_addr }
                                 // Answers are written whole, and a response's last bytes
                                 // should not wait for the client's ACK of its first.
-                                .tap_io(|tcp| {
-                                    let _ = tcp.set_nodelay(true);
+                                .tap_io(|connection| {
+                                    let _ = connection.get_ref().set_nodelay(true);
                                 });
                             let service =
                                 router.into_make_service_with_connect_info::<SocketAddr>();
@@ -241,7 +243,7 @@ struct DealtConnections {
 }
 
 impl axum::serve::Listener for DealtConnections {
-    type Io = tokio::net::TcpStream;
+    type Io = LingeringClose<tokio::net::TcpStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -251,7 +253,7 @@ impl axum::serve::Listener for DealtConnections {
                 return std::future::pending().await;
             };
             match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => return (stream, addr),
+                Ok(stream) => return (LingeringClose::new(stream), addr),
                 Err(e) => tracing::warn!(error = %e, "could not register a dealt connection"),
             }
         }

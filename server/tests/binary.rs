@@ -546,6 +546,50 @@ fn migrate_subcommand_prepares_an_empty_database() {
     assert!(dir.path().join("state/plugstore.db").exists());
 }
 
+/// An upload the store refuses before reading its body (here: it has no token) is answered
+/// with the problem, not a reset, although the client is still sending far more than the
+/// socket buffers hold when the answer is written (see `plugstore_server::lingering_close`).
+async fn assert_an_early_refusal_reaches_the_client(client: &reqwest::Client, url: &str) {
+    let upload = vec![0u8; 64 * 1024 * 1024];
+    let response = client
+        .put(format!("{url}/api/v1/plugins/acme/widget/versions/1.0.0"))
+        .header("content-type", "application/octet-stream")
+        .body(upload)
+        .send()
+        .await
+        .expect("the refusal, not a broken connection");
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let problem: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|kind| kind.ends_with("/unauthorized")),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_refused_before_its_body_is_read_gets_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = start_on_threads(dir.path(), port, 2, &[]);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &url).await;
+    for _ in 0..3 {
+        assert_an_early_refusal_reaches_the_client(&client, &url).await;
+    }
+    // Connections that linger do not hold up the store's exit.
+    stop_cleanly(&mut server);
+}
+
 #[tokio::test]
 async fn tls_termination_serves_https_to_a_rustls_client() {
     let dir = tempfile::tempdir().unwrap();
@@ -592,6 +636,7 @@ async fn tls_termination_serves_https_to_a_rustls_client() {
             .get("strict-transport-security")
             .is_some()
     );
+    assert_an_early_refusal_reaches_the_client(&client, &url).await;
     // A client that does not trust the CA is refused by its own verification.
     let untrusting = reqwest::Client::builder().use_rustls_tls().build().unwrap();
     assert!(
