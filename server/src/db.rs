@@ -182,6 +182,15 @@ pub fn now() -> i64 {
         .unwrap_or_default()
 }
 
+/// `$1, $2, …, $count`: the parameters of an `IN (…)` list of `count` values, bound in order.
+/// Both engines take at least 32766 parameters; callers keep lists to a few hundred.
+pub fn placeholders(count: usize) -> String {
+    (1..=count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether a database error is a unique-constraint violation (a name already taken).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     match err {

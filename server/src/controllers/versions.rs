@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use futures_util::{StreamExt, TryStreamExt};
-use plugstore_format::certs::{CertFingerprint, UnixTime, VerifiedSigner};
+use plugstore_format::certs::{CertFingerprint, UnixTime, VerifiedSigner, fingerprint};
 use plugstore_format::package::{PackageContents, read_package};
 use plugstore_format::signing::{SignatureEnvelope, SigningPayload, verify_package_signature};
 use serde::{Deserialize, Serialize};
@@ -351,14 +351,7 @@ async fn decide(
     }
     let payload = SigningPayload::new(plugin_id, &version.to_string(), contents.digest)
         .map_err(|e| upload_problem(ProblemKind::InvalidInput, "payload", e))?;
-    let revoked: HashSet<CertFingerprint> = sqlx::query_scalar::<_, String>(
-        "SELECT fingerprint FROM certificates WHERE revoked_at IS NOT NULL",
-    )
-    .fetch_all(&app.db.pool)
-    .await?
-    .iter()
-    .filter_map(|f| f.parse().ok())
-    .collect();
+    let revoked = revoked_among(app, &envelope).await?;
     let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(db::now().max(0) as u64));
     let signer = verify_package_signature(
         &envelope,
@@ -390,6 +383,46 @@ async fn decide(
         envelope_json,
         existing,
     })
+}
+
+/// The revoked certificates among those that can take part in verifying `envelope`: its
+/// chain and the trusted roots. Reading only those keeps an upload's cost independent of how
+/// many certificates the store has ever revoked.
+async fn revoked_among(
+    app: &AppState,
+    envelope: &SignatureEnvelope,
+) -> ApiResult<HashSet<CertFingerprint>> {
+    let candidates: Vec<String> = envelope
+        .certificate_chain
+        .iter()
+        .map(|der| fingerprint(der))
+        .chain(
+            app.trust
+                .anchors
+                .certificates()
+                .iter()
+                .map(|root| root.fingerprint),
+        )
+        // Certificates are named by bare hex SHA-256 throughout the database.
+        .map(|f| hex::encode(f.as_bytes()))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let sql = format!(
+        "SELECT fingerprint FROM certificates WHERE revoked_at IS NOT NULL AND fingerprint IN ({})",
+        db::placeholders(candidates.len())
+    );
+    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    for candidate in &candidates {
+        query = query.bind(candidate);
+    }
+    Ok(query
+        .fetch_all(&app.db.pool)
+        .await?
+        .iter()
+        .filter_map(|f| f.parse().ok())
+        .collect())
 }
 
 fn signature_problem(e: plugstore_format::signing::SignatureError) -> ApiError {
