@@ -171,18 +171,24 @@ async fn make_pair(
                 .await
                 .context("storing the patch")?;
             Outcome::Ready {
-                // Bare hex, as package digests are stored.
-                digest: stored.digest.to_hex(),
+                digest: stored.digest,
                 size,
             }
         }
     };
     let (state, patch_digest, patch_size, reason) = match &outcome {
+        // Bare hex, as package digests are stored.
         Outcome::Ready { digest, size } => {
-            ("ready", Some(digest.clone()), Some(*size as i64), None)
+            ("ready", Some(digest.to_hex()), Some(*size as i64), None)
         }
         Outcome::Skipped(reason) => ("skipped", None, None, Some(*reason)),
     };
+    let mut tx = app.db.pool.begin().await?;
+    if let Outcome::Ready { digest, .. } = &outcome {
+        // A failure here (the patch collected as unreferenced since it was stored, which
+        // needs an identical patch orphaned for a day) leaves the pair for the next pass.
+        crate::blob_gc::confirm_stored(&mut tx, app.blobs.as_ref(), [digest]).await?;
+    }
     // A replica that made the same pair first wins; the patch blob is the same either way.
     let inserted = sqlx::query(
         "INSERT INTO deltas (plugin_id, base_version_id, target_version_id, base_digest, \
@@ -200,13 +206,14 @@ async fn make_pair(
     .bind(patch_size)
     .bind(reason)
     .bind(crate::db::now())
-    .execute(&app.db.pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(usize::from(inserted.rows_affected() > 0))
 }
 
 enum Outcome {
-    Ready { digest: String, size: u64 },
+    Ready { digest: BlobDigest, size: u64 },
     Skipped(&'static str),
 }
 

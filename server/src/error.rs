@@ -309,6 +309,21 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::blob_gc::ConfirmError> for ApiError {
+    fn from(e: crate::blob_gc::ConfirmError) -> Self {
+        use crate::blob_gc::ConfirmError;
+        match e {
+            ConfirmError::Database(e) => e.into(),
+            ConfirmError::Blobs(e) => Self::unavailable("the blob store is not reachable", e),
+            // Rare: an identical blob, unreferenced for a day, was collected at this moment.
+            ConfirmError::Collected(_) => Self::unavailable(
+                "stored data was collected as unreferenced while this request recorded it; send the request again",
+                e,
+            ),
+        }
+    }
+}
+
 /// Renders a problem response. The request id is attached later by
 /// [`crate::http::attach_request_id_to_problems`], which sees the request headers.
 pub fn problem_response(

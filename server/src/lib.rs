@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod blob_gc;
 pub mod blobs;
 pub mod ca;
 pub mod catalogue;

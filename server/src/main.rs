@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use plugstore_server::app::AppState;
 use plugstore_server::auth::Role;
+use plugstore_server::blob_gc::collect_unreferenced;
 use plugstore_server::config::{FlagOverride, LoadedSettings, Settings};
 use plugstore_server::controllers::auth::create_user;
 use plugstore_server::db::Database;
@@ -93,6 +94,16 @@ enum AdminCommand {
     },
     /// Generate a new JWT signing key; older keys keep verifying until their tokens expire.
     RotateJwtKey,
+    /// Delete stored blobs that nothing refers to (left by failed writes). Safe while the
+    /// store serves.
+    CollectBlobs {
+        /// Keep blobs written less than this many hours ago.
+        #[arg(long, default_value_t = 24)]
+        min_age_hours: u64,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -231,6 +242,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ))?;
             let kid = ring.rotate()?;
             println!("new JWT signing key {kid}; running servers pick it up within 30 seconds");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::CollectBlobs {
+            min_age_hours,
+            dry_run,
+        }) => {
+            init_logging(&settings);
+            let app = AppState::open(settings).await?;
+            let min_age = std::time::Duration::from_secs(min_age_hours.saturating_mul(3600));
+            let report = collect_unreferenced(&app.db, app.blobs.as_ref(), min_age, dry_run)
+                .await
+                .context("collecting unreferenced blobs")?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            println!(
+                "{} blobs: {} referenced, {} younger than {min_age_hours} h; {verb} {} ({} bytes)",
+                report.examined,
+                report.referenced,
+                report.young,
+                report.collected,
+                report.collected_bytes
+            );
             Ok(())
         }
         Command::Admin(AdminCommand::CreateUser {

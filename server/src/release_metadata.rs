@@ -16,7 +16,7 @@
 //! every revocation from signed data. Targets carry the developer's signature; the certificate
 //! chain is a content-addressed blob (PEM, leaf first) that the target references by hash.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::num::NonZeroU64;
 use std::path::Path;
@@ -43,7 +43,7 @@ use plugstore_tuf::repository::{
 };
 use plugstore_tuf::root::VerifiedRoot;
 use plugstore_tuf::time::UnixTime;
-use sqlx::Row as _;
+use sqlx::{AnyConnection, Row as _};
 
 use crate::app::AppState;
 use crate::blobs::BlobDigest;
@@ -337,6 +337,7 @@ pub async fn run_once(app: &AppState, owner: &str) -> anyhow::Result<usize> {
         return Ok(0);
     }
     let mut tx = app.db.pool.begin().await?;
+    record_chains(&mut tx, app, &round.chains).await?;
     commit_round(&mut tx, &state, &files).await?;
     for chunk in pending.chunks(500) {
         let seqs: Vec<String> = chunk.iter().map(|(seq, _)| seq.to_string()).collect();
@@ -595,6 +596,49 @@ async fn store_chain(
     };
     stored.insert(digest, reference);
     Ok(reference)
+}
+
+/// Records the certificate chain blobs a round's metadata names (`chain_blobs`), so that the
+/// collector of unreferenced blobs keeps them, after confirming on its fence that they are
+/// still stored (`blob_gc`).
+async fn record_chains(
+    tx: &mut AnyConnection,
+    app: &AppState,
+    chains: &HashMap<BlobDigest, ChainReference>,
+) -> anyhow::Result<()> {
+    let digests: Vec<BlobDigest> = chains.keys().copied().collect();
+    let mut unrecorded = Vec::new();
+    for chunk in digests.chunks(500) {
+        let hex: Vec<String> = chunk.iter().map(BlobDigest::to_hex).collect();
+        let sql = format!(
+            "SELECT digest FROM chain_blobs WHERE digest IN ({})",
+            crate::db::placeholders(hex.len())
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql).persistent(false);
+        for digest in &hex {
+            query = query.bind(digest);
+        }
+        // Recorded chains are never collected, so they need no second look.
+        let recorded: HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
+        unrecorded.extend(
+            chunk
+                .iter()
+                .zip(&hex)
+                .filter(|(_, hex)| !recorded.contains(*hex))
+                .map(|(digest, _)| *digest),
+        );
+    }
+    if unrecorded.is_empty() {
+        return Ok(());
+    }
+    crate::blob_gc::confirm_stored(tx, app.blobs.as_ref(), &unrecorded).await?;
+    for digest in &unrecorded {
+        sqlx::query("INSERT INTO chain_blobs (digest) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(digest.to_hex())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// PEM text of DER certificates, 64 characters a line as RFC 7468 asks.

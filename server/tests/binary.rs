@@ -546,6 +546,57 @@ fn migrate_subcommand_prepares_an_empty_database() {
     assert!(dir.path().join("state/plugstore.db").exists());
 }
 
+#[test]
+fn collect_blobs_deletes_only_old_unnamed_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrated = command(dir.path())
+        .args(["--data-dir", "state", "migrate"])
+        .output()
+        .unwrap();
+    assert!(migrated.status.success());
+    // Blobs as the disk store lays them out, named by no row: one written two days ago, one
+    // just now.
+    let mut paths = Vec::new();
+    for (text, age_hours) in [("left two days ago", 48), ("being recorded", 0)] {
+        let digest = plugstore_server::blobs::BlobDigest::of(text.as_bytes()).to_hex();
+        let shard = dir.path().join("state/blobs/sha256").join(&digest[..2]);
+        std::fs::create_dir_all(&shard).unwrap();
+        let path = shard.join(&digest);
+        std::fs::write(&path, text).unwrap();
+        let written = std::time::SystemTime::now() - Duration::from_secs(age_hours * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
+        paths.push(path);
+    }
+    let collect = |extra: &[&str]| {
+        let output = command(dir.path())
+            .args(["--data-dir", "state", "admin", "collect-blobs"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let dry = collect(&["--dry-run"]);
+    assert!(
+        dry.contains("2 blobs: 0 referenced, 1 younger than 24 h; would delete 1 (17 bytes)"),
+        "{dry}"
+    );
+    assert!(paths[0].exists());
+    let done = collect(&[]);
+    assert!(done.contains("deleted 1 (17 bytes)"), "{done}");
+    assert!(!paths[0].exists());
+    assert!(paths[1].exists());
+}
+
 /// An upload the store refuses before reading its body (here: it has no token) is answered
 /// with the problem, not a reset, although the client is still sending far more than the
 /// socket buffers hold when the answer is written (see `plugstore_server::lingering_close`).

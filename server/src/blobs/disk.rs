@@ -17,8 +17,8 @@ use tokio::fs::{self, File, OpenOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 
 use super::{
-    BlobDigest, BlobError, BlobObject, BlobRange, BlobStore, IO_CHUNK_SIZE, STALE_TEMP_AGE,
-    StoredBlob,
+    BlobDigest, BlobError, BlobObject, BlobRange, BlobStore, IO_CHUNK_SIZE, ListedBlob,
+    STALE_TEMP_AGE, StoredBlob,
 };
 
 /// Blob store in a local directory.
@@ -184,6 +184,54 @@ impl BlobStore for DiskBlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn list(
+        &self,
+        after: Option<&BlobDigest>,
+        limit: usize,
+    ) -> Result<Vec<ListedBlob>, BlobError> {
+        let mut listed = Vec::new();
+        let first_shard = after.map_or(0, |digest| digest.as_bytes()[0]);
+        for shard in first_shard..=u8::MAX {
+            if listed.len() >= limit {
+                break;
+            }
+            let mut entries = match fs::read_dir(self.blobs_dir.join(hex::encode([shard]))).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut in_shard = Vec::new();
+            while let Some(entry) = entries.next_entry().await? {
+                // Only blobs: anything else in the tree is not this store's to report.
+                let Some(digest) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| name.parse::<BlobDigest>().ok())
+                else {
+                    continue;
+                };
+                if after.is_some_and(|after| digest <= *after) {
+                    continue;
+                }
+                let metadata = match entry.metadata().await {
+                    Ok(metadata) => metadata,
+                    // Deleted since the directory was read.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                in_shard.push(ListedBlob {
+                    digest,
+                    size: metadata.len(),
+                    modified: metadata.modified()?,
+                });
+            }
+            in_shard.sort_unstable_by_key(|blob| blob.digest);
+            listed.extend(in_shard);
+        }
+        listed.truncate(limit);
+        Ok(listed)
     }
 
     async fn presigned_get_url(

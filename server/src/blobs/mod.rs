@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -28,8 +28,9 @@ pub(crate) const IO_CHUNK_SIZE: usize = 256 * 1024;
 /// than any upload takes, so a replica never sweeps away another replica's upload in progress.
 pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// SHA-256 of a blob's bytes; parses from exactly 64 lowercase hex chars.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+/// SHA-256 of a blob's bytes; parses from exactly 64 lowercase hex chars. Orders as its hex
+/// does, which is the order stores list blobs in.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct BlobDigest([u8; 32]);
 
 impl BlobDigest {
@@ -172,6 +173,17 @@ pub enum BlobError {
     InvalidDigest(#[from] DigestParseError),
 }
 
+/// A stored blob as [`BlobStore::list`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedBlob {
+    /// Its name.
+    pub digest: BlobDigest,
+    /// Its length in bytes.
+    pub size: u64,
+    /// When it was last written.
+    pub modified: SystemTime,
+}
+
 /// A content-addressed blob store. Implementations are cheap to share behind an `Arc`.
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -198,6 +210,14 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes the blob; removing an absent blob succeeds.
     async fn delete(&self, digest: &BlobDigest) -> Result<(), BlobError>;
+
+    /// Up to `limit` stored blobs in digest order, those after `after` when given: one page
+    /// of what the collector of unreferenced blobs walks (`blob_gc`).
+    async fn list(
+        &self,
+        after: Option<&BlobDigest>,
+        limit: usize,
+    ) -> Result<Vec<ListedBlob>, BlobError>;
 
     /// A time-limited URL a client can GET directly, when the backend supports and is
     /// configured for it.

@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::io::ReaderStream;
 
 use super::{
-    BlobDigest, BlobError, BlobObject, BlobRange, BlobStore, IO_CHUNK_SIZE, S3Settings,
+    BlobDigest, BlobError, BlobObject, BlobRange, BlobStore, IO_CHUNK_SIZE, ListedBlob, S3Settings,
     STALE_TEMP_AGE, StoredBlob,
 };
 
@@ -501,6 +501,52 @@ impl BlobStore for S3BlobStore {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(backend_error("DeleteObject", &key, &e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        after: Option<&BlobDigest>,
+        limit: usize,
+    ) -> Result<Vec<ListedBlob>, BlobError> {
+        let blobs_prefix = format!("{}sha256/", self.prefix);
+        let mut start_after = after.map(|digest| self.blob_key(digest));
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&blobs_prefix)
+                .set_start_after(start_after.take())
+                .max_keys(i32::try_from(limit).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(|e| backend_error("ListObjectsV2", &blobs_prefix, &e))?;
+            // Keys are listed in byte order, which for lowercase hex is digest order.
+            let listed: Vec<ListedBlob> = page
+                .contents()
+                .iter()
+                .filter_map(|object| {
+                    let digest = object
+                        .key()?
+                        .strip_prefix(&blobs_prefix)?
+                        .parse::<BlobDigest>()
+                        .ok()?;
+                    let modified = u64::try_from(object.last_modified()?.secs()).unwrap_or(0);
+                    Some(ListedBlob {
+                        digest,
+                        size: u64::try_from(object.size()?).ok()?,
+                        modified: UNIX_EPOCH + Duration::from_secs(modified),
+                    })
+                })
+                .take(limit)
+                .collect();
+            // A page of keys that name no blob (put there by hand) is not the end.
+            let last_key = page.contents().last().and_then(|object| object.key());
+            match (listed.is_empty(), page.is_truncated(), last_key) {
+                (true, Some(true), Some(key)) => start_after = Some(key.to_owned()),
+                _ => return Ok(listed),
+            }
         }
     }
 

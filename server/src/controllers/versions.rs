@@ -18,11 +18,11 @@ use super::certificates::audit;
 use super::plugins::{VersionPath, VersionView, version_view};
 use crate::app::AppState;
 use crate::auth::{Caller, Credential, MemberRole, Principal, Scope};
-use crate::blobs::BlobError;
+use crate::blobs::{BlobDigest, BlobError};
 use crate::config::ScanPolicy;
 use crate::error::{ApiError, ApiResult, Problem, ProblemKind};
 use crate::upload::ValidatingReader;
-use crate::{db, names};
+use crate::{blob_gc, db, names};
 
 /// Media type of an upload: a 4-byte big-endian length, that many bytes of signature envelope
 /// JSON, then the package bytes.
@@ -471,6 +471,10 @@ async fn insert_version(
     let now = db::now();
     let manifest = &accepted.contents.manifest;
     let mut tx = app.db.pool.begin().await?;
+    // The package is named from here on; an identical upload stored long ago and never named
+    // could have been collected since `put` found it.
+    let package = BlobDigest::from_bytes(*accepted.contents.digest.as_bytes());
+    blob_gc::confirm_stored(&mut tx, app.blobs.as_ref(), [&package]).await?;
     sqlx::query(
         "INSERT INTO plugins (publisher_id, name, description, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
          ON CONFLICT (publisher_id, name) DO UPDATE SET description = excluded.description, updated_at = excluded.updated_at",

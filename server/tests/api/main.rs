@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod blob_gc;
 mod blobs;
 mod certificates;
 mod deltas;
