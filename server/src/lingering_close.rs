@@ -36,6 +36,8 @@ pub const LINGER_IDLE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct LingeringClose<S> {
     stream: S,
+    /// The longest the close lingers, in all and without a byte.
+    limits: (Duration, Duration),
     /// Set once the write side is shut: from then on, reads are discarded.
     lingering: Option<Linger>,
 }
@@ -51,8 +53,16 @@ struct Linger {
 impl<S> LingeringClose<S> {
     /// Wraps `stream`.
     pub fn new(stream: S) -> Self {
+        Self::with_limits(stream, LINGER_TIME, LINGER_IDLE)
+    }
+
+    /// Wraps `stream`, lingering at most `time` in all and `idle` without a byte. Tests use
+    /// short limits instead of tokio's paused clock, whose feature would reach the benchmarked
+    /// binary through the dev-dependencies and put a lock on every clock read.
+    fn with_limits(stream: S, time: Duration, idle: Duration) -> Self {
         Self {
             stream,
+            limits: (time, idle),
             lingering: None,
         }
     }
@@ -105,9 +115,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringClose<S> {
             // the whole answer, whatever happens to the bytes it still sends.
             ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
             let now = Instant::now();
+            let (time, idle) = this.limits;
             this.lingering = Some(Linger {
-                deadline: Box::pin(tokio::time::sleep_until(now + LINGER_TIME)),
-                idle: Box::pin(tokio::time::sleep_until(now + LINGER_IDLE)),
+                deadline: Box::pin(tokio::time::sleep_until(now + time)),
+                idle: Box::pin(tokio::time::sleep_until(now + idle)),
             });
         }
         let Some(linger) = this.lingering.as_mut() else {
@@ -124,7 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringClose<S> {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
                 Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) => {
-                    let idle_until = Instant::now() + LINGER_IDLE;
+                    let idle_until = Instant::now() + this.limits.1;
                     linger.idle.as_mut().reset(idle_until);
                 }
                 // tokio's cooperative budget also ends here under a flood, yielding the thread
@@ -224,42 +235,43 @@ mod tests {
         assert!(outcome.is_err(), "expected a reset, got {outcome:?}");
     }
 
-    #[tokio::test(start_paused = true)]
+    /// Short limits, so that the tests run in real time.
+    const TIME: Duration = Duration::from_millis(600);
+    const IDLE: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
     async fn a_silent_client_is_dropped_after_the_idle_limit() {
         let (listener, addr) = listener().await;
         let client = TcpStream::connect(addr).await.expect("connect");
         let (stream, _) = listener.accept().await.expect("accept");
-        let mut stream = LingeringClose::new(stream);
+        let mut stream = LingeringClose::with_limits(stream, TIME, IDLE);
         let started = Instant::now();
         stream.shutdown().await.expect("linger");
         let lingered = started.elapsed();
-        assert!(
-            lingered >= LINGER_IDLE && lingered < LINGER_IDLE + Duration::from_secs(1),
-            "lingered {lingered:?}"
-        );
+        assert!(lingered >= IDLE && lingered < TIME, "lingered {lingered:?}");
         drop(client);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_client_that_keeps_sending_is_dropped_at_the_deadline() {
         let (listener, addr) = listener().await;
         let mut client = TcpStream::connect(addr).await.expect("connect");
         let (stream, _) = listener.accept().await.expect("accept");
         let trickle = tokio::spawn(async move {
-            // One byte a second, far below the idle limit, for longer than the deadline.
-            for _ in 0..LINGER_TIME.as_secs() * 2 {
+            // A byte every 50 ms, well within the idle limit, for far longer than the deadline.
+            for _ in 0..200 {
                 if client.write_all(b"x").await.is_err() {
                     break;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
-        let mut stream = LingeringClose::new(stream);
+        let mut stream = LingeringClose::with_limits(stream, TIME, IDLE);
         let started = Instant::now();
         stream.shutdown().await.expect("linger");
         let lingered = started.elapsed();
         assert!(
-            lingered >= LINGER_TIME && lingered < LINGER_TIME + Duration::from_secs(2),
+            lingered >= TIME && lingered < Duration::from_secs(5),
             "lingered {lingered:?}"
         );
         drop(stream);
