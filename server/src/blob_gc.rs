@@ -225,14 +225,16 @@ async fn referenced_blobs(db: &Database) -> anyhow::Result<HashSet<BlobDigest>> 
     // Metadata signed before `chain_blobs` was kept names chains that only the signatures
     // record: each version's chain, as the signer stores it.
     let mut signatures =
-        sqlx::query("SELECT signature FROM plugin_versions WHERE signature <> ''").fetch(&db.pool);
+        sqlx::query("SELECT id, signature FROM plugin_versions WHERE signature <> ''")
+            .fetch(&db.pool);
     while let Some(row) = signatures.try_next().await? {
-        let signature: String = row.try_get(0)?;
-        if let Ok(envelope) = SignatureEnvelope::from_json(signature.as_bytes()) {
-            referenced.insert(BlobDigest::of(
-                chain_pem(&envelope.certificate_chain).as_bytes(),
-            ));
-        }
+        let (id, signature): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        // A name that cannot be read could be a blob's only one: stop rather than guess.
+        let envelope = SignatureEnvelope::from_json(signature.as_bytes())
+            .with_context(|| format!("version {id} has a signature that does not parse"))?;
+        referenced.insert(BlobDigest::of(
+            chain_pem(&envelope.certificate_chain).as_bytes(),
+        ));
     }
     Ok(referenced)
 }
