@@ -392,7 +392,7 @@ async fn revoked_among(
     app: &AppState,
     envelope: &SignatureEnvelope,
 ) -> ApiResult<HashSet<CertFingerprint>> {
-    let candidates: Vec<String> = envelope
+    let candidates: Vec<CertFingerprint> = envelope
         .certificate_chain
         .iter()
         .map(|der| fingerprint(der))
@@ -403,8 +403,6 @@ async fn revoked_among(
                 .iter()
                 .map(|root| root.fingerprint),
         )
-        // Certificates are named by bare hex SHA-256 throughout the database.
-        .map(|f| hex::encode(f.as_bytes()))
         .collect();
     if candidates.is_empty() {
         return Ok(HashSet::new());
@@ -415,13 +413,15 @@ async fn revoked_among(
     );
     let mut query = sqlx::query_scalar::<_, String>(&sql);
     for candidate in &candidates {
-        query = query.bind(candidate);
+        // Certificates are named by bare hex SHA-256 throughout the database.
+        query = query.bind(hex::encode(candidate.as_bytes()));
     }
-    Ok(query
-        .fetch_all(&app.db.pool)
-        .await?
-        .iter()
-        .filter_map(|f| f.parse().ok())
+    let revoked: HashSet<String> = query.fetch_all(&app.db.pool).await?.into_iter().collect();
+    // The answer can only repeat candidates; keeping the candidates themselves leaves no
+    // fingerprint to parse, and so none to drop.
+    Ok(candidates
+        .into_iter()
+        .filter(|candidate| revoked.contains(&hex::encode(candidate.as_bytes())))
         .collect())
 }
 
