@@ -8,7 +8,7 @@ use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::UserView;
-use super::{Page, PageQuery};
+use super::{Page, PageQuery, audit};
 use crate::app::AppState;
 use crate::auth::{Caller, Require, Role};
 use crate::db;
@@ -88,29 +88,51 @@ pub async fn update_user(
             "admins cannot disable or demote themselves; ask another admin",
         ));
     }
+    let target = format!("user:{}", user.username);
+    let mut tx = app.db.pool.begin().await?;
     if let Some(role) = body.role {
-        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
+        let changed = sqlx::query("UPDATE users SET role = $1 WHERE id = $2 AND role <> $1")
             .bind(role.as_str())
             .bind(user.id)
-            .execute(&app.db.pool)
+            .execute(&mut *tx)
             .await?;
+        if changed.rows_affected() == 1 {
+            audit(
+                &mut tx,
+                Some(me.user_id),
+                "user.role",
+                &target,
+                Some(role.as_str()),
+            )
+            .await?;
+        }
     }
-    match body.disabled {
-        Some(true) => {
+    let changed = match body.disabled {
+        Some(true) => Some((
+            "user.disable",
             sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")
                 .bind(db::now())
                 .bind(user.id)
-                .execute(&app.db.pool)
-                .await?;
-        }
-        Some(false) => {
-            sqlx::query("UPDATE users SET disabled_at = NULL WHERE id = $1")
-                .bind(user.id)
-                .execute(&app.db.pool)
-                .await?;
-        }
-        None => {}
+                .execute(&mut *tx)
+                .await?,
+        )),
+        Some(false) => Some((
+            "user.enable",
+            sqlx::query(
+                "UPDATE users SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL",
+            )
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?,
+        )),
+        None => None,
+    };
+    if let Some((action, changed)) = changed
+        && changed.rows_affected() == 1
+    {
+        audit(&mut tx, Some(me.user_id), action, &target, None).await?;
     }
+    tx.commit().await?;
     tracing::info!(admin = %me.username, user = %user.username, role = ?body.role, disabled = ?body.disabled, "user updated");
     Ok(Json(find_user(&app, &path.username).await?))
 }
@@ -149,6 +171,8 @@ pub async fn delete_user(
         .bind(user.id)
         .execute(&mut *tx)
         .await?;
+    let target = format!("user:{}", user.username);
+    audit(&mut tx, Some(me.user_id), "user.delete", &target, None).await?;
     tx.commit().await?;
     tracing::info!(admin = %me.username, user = %user.username, "user deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{PublisherPath, rfc3339};
+use super::{PublisherPath, audit, rfc3339};
 use crate::app::AppState;
 use crate::auth::{Caller, MemberRole, Scope};
 use crate::ca::CaError;
@@ -142,6 +142,7 @@ pub async fn issue_certificate(
             other => ApiError::internal(other),
         })?;
     let issuer = ca_subject(&app);
+    let mut tx = app.db.pool.begin().await?;
     sqlx::query(
         "INSERT INTO certificates (publisher_id, fingerprint, serial, subject, issuer, not_before, not_after, origin, issued_to, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'store-ca', $8, $9)",
@@ -155,16 +156,17 @@ pub async fn issue_certificate(
     .bind(issued.not_after)
     .bind(me.user_id)
     .bind(db::now())
-    .execute(&app.db.pool)
+    .execute(&mut *tx)
     .await?;
     audit(
-        &app,
+        &mut tx,
         Some(me.user_id),
         "certificate.issue",
         &format!("certificate:{}", issued.fingerprint_hex),
         None,
     )
     .await?;
+    tx.commit().await?;
     let chain_pem = format!("{}{}", issued.pem, app.ca.certificate_pem());
     Ok((
         StatusCode::CREATED,
@@ -250,6 +252,7 @@ pub async fn revoke_certificate(
         .await?;
     let reason = super::checked_reason(&body.reason)?;
     let fingerprint = path.fingerprint.to_ascii_lowercase();
+    let mut tx = app.db.pool.begin().await?;
     let changed = sqlx::query(
         "UPDATE certificates SET revoked_at = $1, revoked_by = $2, revoked_reason = $3 \
          WHERE fingerprint = $4 AND publisher_id = $5 AND revoked_at IS NULL",
@@ -259,14 +262,14 @@ pub async fn revoke_certificate(
     .bind(reason)
     .bind(&fingerprint)
     .bind(publisher.id)
-    .execute(&app.db.pool)
+    .execute(&mut *tx)
     .await?;
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM certificates WHERE fingerprint = $1 AND publisher_id = $2"
     ))
     .bind(&fingerprint)
     .bind(publisher.id)
-    .fetch_optional(&app.db.pool)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| {
         ApiError::not_found(format!(
@@ -276,7 +279,7 @@ pub async fn revoke_certificate(
     })?;
     if changed.rows_affected() == 1 {
         audit(
-            &app,
+            &mut tx,
             Some(me.user_id),
             "certificate.revoke",
             &format!("certificate:{fingerprint}"),
@@ -284,24 +287,6 @@ pub async fn revoke_certificate(
         )
         .await?;
     }
+    tx.commit().await?;
     Ok(Json(certificate_view(&row)?))
-}
-
-/// Appends to the audit log (who did what to which target, and why).
-pub async fn audit(
-    app: &AppState,
-    actor: Option<i64>,
-    action: &str,
-    target: &str,
-    reason: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO audit_log (actor_id, action, target, reason, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(reason)
-        .bind(db::now())
-        .execute(&app.db.pool)
-        .await
-        .map(|_| ())
 }

@@ -156,6 +156,26 @@ pub fn checked_reason(reason: &str) -> ApiResult<&str> {
     Ok(reason)
 }
 
+/// Appends to the audit log (who did what to which target, and why). Called on the
+/// transaction that makes the change, so that a change is never committed without its entry.
+pub async fn audit(
+    tx: &mut sqlx::AnyConnection,
+    actor: Option<i64>,
+    action: &str,
+    target: &str,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO audit_log (actor_id, action, target, reason, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(reason)
+        .bind(crate::db::now())
+        .execute(tx)
+        .await
+        .map(|_| ())
+}
+
 /// Renders a Unix timestamp as RFC 3339 for responses.
 pub fn rfc3339(unix: i64) -> String {
     let secs = unix.rem_euclid(86_400);

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
-use super::certificates::audit;
+use super::audit;
 use super::plugins::PUBLIC_STATES;
 use super::{Page, PageQuery, PluginPath, checked_reason, rfc3339};
 use crate::app::AppState;
@@ -223,6 +223,7 @@ pub async fn resolve_report(
     let me = caller.require(&app, Require::role(Role::Reviewer)).await?;
     let resolution = checked_reason(&body.resolution)?;
     let report = find_report(&app, path.id).await?;
+    let mut tx = app.db.pool.begin().await?;
     let changed = sqlx::query(
         "UPDATE abuse_reports SET state = 'resolved', resolution = $1, resolved_by = $2, resolved_at = $3 \
          WHERE id = $4 AND state = 'open'",
@@ -231,7 +232,7 @@ pub async fn resolve_report(
     .bind(me.user_id)
     .bind(db::now())
     .bind(path.id)
-    .execute(&app.db.pool)
+    .execute(&mut *tx)
     .await?;
     if changed.rows_affected() == 0 {
         return Err(ApiError::conflict(format!(
@@ -240,13 +241,14 @@ pub async fn resolve_report(
         )));
     }
     audit(
-        &app,
+        &mut tx,
         Some(me.user_id),
         "report.resolve",
         &format!("report:{}", report.id),
         Some(resolution),
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(find_report(&app, path.id).await?))
 }
 

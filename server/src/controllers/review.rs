@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
-use super::certificates::audit;
+use super::audit;
 use super::plugins::VersionPath;
 use super::scan_jobs::Severity;
 use super::{Page, PageQuery, PluginPath, checked_reason, rfc3339};
@@ -582,6 +582,7 @@ pub async fn claim_review(
         )));
     }
     let now = db::now();
+    let mut tx = app.db.pool.begin().await?;
     let claimed = sqlx::query(
         "UPDATE plugin_versions SET claimed_by = $1, claimed_at = $2 WHERE id = $3 AND state = 'pending_review' \
          AND (claimed_by IS NULL OR claimed_by = $1 OR claimed_at <= $4)",
@@ -590,20 +591,22 @@ pub async fn claim_review(
     .bind(now)
     .bind(record.id)
     .bind(now - CLAIM_TTL_SECS)
-    .execute(&app.db.pool)
+    .execute(&mut *tx)
     .await?;
     if claimed.rows_affected() == 0 {
+        drop(tx);
         let current = find_version(&app, &path).await?;
         return Err(claimed_by_other(&current));
     }
     audit(
-        &app,
+        &mut tx,
         Some(me.user_id),
         "review.claim",
         &record.target(),
         None,
     )
     .await?;
+    tx.commit().await?;
     moderated(&app, &path).await
 }
 
@@ -639,6 +642,7 @@ async fn decide(
     {
         return Err(claimed_by_other(&record));
     }
+    let mut tx = app.db.pool.begin().await?;
     let changed = sqlx::query(
         "UPDATE plugin_versions SET state = $1, state_reason = $2, state_changed_at = $3, claimed_by = NULL, claimed_at = NULL \
          WHERE id = $4 AND state = 'pending_review'",
@@ -647,7 +651,7 @@ async fn decide(
     .bind(reason)
     .bind(now)
     .bind(record.id)
-    .execute(&app.db.pool)
+    .execute(&mut *tx)
     .await?;
     if changed.rows_affected() == 0 {
         return Err(ApiError::conflict(
@@ -660,13 +664,14 @@ async fn decide(
         "version.reject"
     };
     audit(
-        app,
+        &mut tx,
         Some(me.user_id),
         action,
         &record.target(),
         Some(reason),
     )
     .await?;
+    tx.commit().await?;
     moderated(app, path).await
 }
 
@@ -712,6 +717,7 @@ pub async fn block_version(
     if record.state == "blocked" {
         return moderated(&app, &path).await;
     }
+    let mut tx = app.db.pool.begin().await?;
     let changed = sqlx::query(
         "UPDATE plugin_versions SET state_before_block = state, state = 'blocked', state_reason = $1, state_changed_at = $2, \
          blocked_with_plugin = 0, claimed_by = NULL, claimed_at = NULL WHERE id = $3 AND state <> 'blocked'",
@@ -719,11 +725,11 @@ pub async fn block_version(
     .bind(reason)
     .bind(db::now())
     .bind(record.id)
-    .execute(&app.db.pool)
+    .execute(&mut *tx)
     .await?;
     if changed.rows_affected() == 1 {
         audit(
-            &app,
+            &mut tx,
             Some(me.user_id),
             "version.block",
             &record.target(),
@@ -731,6 +737,7 @@ pub async fn block_version(
         )
         .await?;
     }
+    tx.commit().await?;
     moderated(&app, &path).await
 }
 
@@ -764,6 +771,7 @@ pub async fn unblock_version(
             record.plugin
         )));
     }
+    let mut tx = app.db.pool.begin().await?;
     let changed = sqlx::query(&format!(
         "UPDATE plugin_versions SET state = {RESTORED_STATE}, state_before_block = NULL, state_reason = $1, state_changed_at = $2 \
          WHERE id = $3 AND state = 'blocked'"
@@ -771,11 +779,11 @@ pub async fn unblock_version(
     .bind(reason)
     .bind(db::now())
     .bind(record.id)
-    .execute(&app.db.pool)
+    .execute(&mut *tx)
     .await?;
     if changed.rows_affected() == 1 {
         audit(
-            &app,
+            &mut tx,
             Some(me.user_id),
             "version.unblock",
             &record.target(),
@@ -783,6 +791,7 @@ pub async fn unblock_version(
         )
         .await?;
     }
+    tx.commit().await?;
     moderated(&app, &path).await
 }
 
@@ -840,16 +849,16 @@ pub async fn block_plugin(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    tx.commit().await?;
     let plugin = format!("{}/{}", path.publisher, path.name);
     audit(
-        &app,
+        &mut tx,
         Some(me.user_id),
         "plugin.block",
         &format!("plugin:{plugin}"),
         Some(reason),
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(PluginBlockView {
         plugin,
         blocked: true,
@@ -894,15 +903,15 @@ pub async fn unblock_plugin(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    tx.commit().await?;
     audit(
-        &app,
+        &mut tx,
         Some(me.user_id),
         "plugin.unblock",
         &format!("plugin:{plugin}"),
         Some(reason),
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(PluginBlockView {
         plugin,
         blocked: false,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::certificates::audit;
+use super::audit;
 use crate::app::AppState;
 use crate::db::{self, Engine};
 use crate::error::{ApiError, ApiResult, Problem};
@@ -177,41 +177,41 @@ pub struct JobPath {
 }
 
 /// Marks jobs whose last lease ran out after their final attempt as failed, and sends their
-/// versions to review.
+/// versions to review, in one transaction: a failed job's version never stays `scanning`.
 async fn expire_exhausted(app: &AppState, now: i64) -> ApiResult<()> {
     let max = i64::from(app.settings.scan.max_attempts);
+    let mut tx = app.db.pool.begin().await?;
     let exhausted: Vec<i64> = sqlx::query_scalar(
         "UPDATE scan_jobs SET state = 'failed', last_error = 'lease expired on the last attempt', updated_at = $1 \
          WHERE state = 'leased' AND lease_expires_at < $1 AND attempts >= $2 RETURNING version_id",
     )
     .bind(now)
     .bind(max)
-    .fetch_all(&app.db.pool)
+    .fetch_all(&mut *tx)
     .await?;
     for version_id in exhausted {
-        set_version_state(
-            app,
+        send_to_review(
+            &mut tx,
             version_id,
-            "pending_review",
             "scan_failed: every attempt ended without a report",
         )
         .await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 
-async fn set_version_state(
-    app: &AppState,
+/// Sends a version whose scan failed for good to review, where a person decides.
+async fn send_to_review(
+    tx: &mut sqlx::AnyConnection,
     version_id: i64,
-    state: &str,
     reason: &str,
 ) -> ApiResult<()> {
-    sqlx::query("UPDATE plugin_versions SET state = $1, state_reason = $2, state_changed_at = $3 WHERE id = $4 AND state = 'scanning'")
-        .bind(state)
+    sqlx::query("UPDATE plugin_versions SET state = 'pending_review', state_reason = $1, state_changed_at = $2 WHERE id = $3 AND state = 'scanning'")
         .bind(reason)
         .bind(db::now())
         .bind(version_id)
-        .execute(&app.db.pool)
+        .execute(tx)
         .await?;
     Ok(())
 }
@@ -420,6 +420,7 @@ pub async fn fail_scan_job(
     let worker = checked_worker(&body.worker)?;
     let error: String = body.error.chars().take(MAX_FINDING_TEXT).collect();
     let now = db::now();
+    let mut tx = app.db.pool.begin().await?;
     let row = sqlx::query(
         "UPDATE scan_jobs SET state = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END, lease_owner = NULL, \
          lease_expires_at = NULL, last_error = $2, updated_at = $3 \
@@ -430,20 +431,14 @@ pub async fn fail_scan_job(
     .bind(now)
     .bind(path.id)
     .bind(worker)
-    .fetch_optional(&app.db.pool)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| lost_lease(path.id))?;
     if row.try_get::<String, _>("state")? == "failed" {
         let version_id: i64 = row.try_get("version_id")?;
-        set_version_state(
-            &app,
-            version_id,
-            "pending_review",
-            &format!("scan_failed: {error}"),
-        )
-        .await?;
+        send_to_review(&mut tx, version_id, &format!("scan_failed: {error}")).await?;
         audit(
-            &app,
+            &mut tx,
             None,
             "scan.failed",
             &format!("scan-job:{}", path.id),
@@ -451,6 +446,7 @@ pub async fn fail_scan_job(
         )
         .await?;
     }
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

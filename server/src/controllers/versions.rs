@@ -14,7 +14,7 @@ use plugstore_format::signing::{SignatureEnvelope, SigningPayload, verify_packag
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::certificates::audit;
+use super::audit;
 use super::plugins::{VersionPath, VersionView, version_view};
 use crate::app::AppState;
 use crate::auth::{Caller, Credential, MemberRole, Principal, Scope};
@@ -538,11 +538,11 @@ async fn insert_version(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     if inserted.rows_affected() == 1 {
         let target = format!("version:{}/{name}@{version}", manifest.id().publisher());
-        audit(app, Some(me.user_id), "version.upload", &target, None).await?;
+        audit(&mut tx, Some(me.user_id), "version.upload", &target, None).await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -590,13 +590,14 @@ async fn change_state(
             current.version, current.state
         )));
     }
+    let mut tx = app.db.pool.begin().await?;
     let changed = sqlx::query("UPDATE plugin_versions SET state = $1, state_reason = $2, state_changed_at = $3 WHERE id = $4 AND state = $5")
         .bind(to)
         .bind(reason)
         .bind(db::now())
         .bind(current.row_id)
         .bind(from)
-        .execute(&app.db.pool)
+        .execute(&mut *tx)
         .await?;
     if changed.rows_affected() == 1 {
         let action = if to == "yanked" {
@@ -608,8 +609,9 @@ async fn change_state(
             "version:{}/{}@{}",
             path.publisher, path.name, current.version
         );
-        audit(app, Some(me.user_id), action, &target, Some(reason)).await?;
+        audit(&mut tx, Some(me.user_id), action, &target, Some(reason)).await?;
     }
+    tx.commit().await?;
     Ok(Json(
         find_version(app, &path.publisher, &path.name, &path.version).await?,
     ))
@@ -677,13 +679,14 @@ pub async fn set_rollout(
         )));
     }
     let current = find_version(&app, &path.publisher, &path.name, &path.version).await?;
+    let mut tx = app.db.pool.begin().await?;
     sqlx::query(
         "UPDATE plugin_versions SET rollout_percent = $1, rollout_paused = $2 WHERE id = $3",
     )
     .bind(i64::from(body.percent))
     .bind(i64::from(body.paused))
     .bind(current.row_id)
-    .execute(&app.db.pool)
+    .execute(&mut *tx)
     .await?;
     let target = format!(
         "version:{}/{}@{}",
@@ -695,13 +698,14 @@ pub async fn set_rollout(
         if body.paused { ", paused" } else { "" }
     );
     audit(
-        &app,
+        &mut tx,
         Some(me.user_id),
         "version.rollout",
         &target,
         Some(&detail),
     )
     .await?;
+    tx.commit().await?;
     app.catalogue.wake();
     Ok(Json(body))
 }

@@ -211,6 +211,18 @@ both_stacks! {
         assert_refused(&app, &token, "API token of a deleted user").await;
         let again = app.post("/api/v1/auth/register", None, json!({"username": "bob", "email": "new@example.org", "password": PASSWORD})).await;
         assert_eq!(again.status, StatusCode::CONFLICT, "a deleted username is never reused");
+
+        // Each change is in the audit log, once: enabling an enabled user changes nothing.
+        app.call(axum::http::Method::PATCH, "/api/v1/admin/users/alice", Some(&root.access), Some(json!({"role": "reviewer"}))).await;
+        app.call(axum::http::Method::PATCH, "/api/v1/admin/users/alice", Some(&root.access), Some(json!({"disabled": false}))).await;
+        let (app, root) = (&app, &root);
+        let actions = |target: &'static str| async move {
+            let log = app.get(&format!("/api/v1/admin/audit-log?target={target}"), Some(&root.access)).await.json();
+            log["items"].as_array().unwrap().iter().map(|e| (e["actor"].as_str().unwrap().to_owned(), e["action"].as_str().unwrap().to_owned())).collect::<Vec<_>>()
+        };
+        let by_root = |actions: &[&str]| actions.iter().map(|a| ("root-admin".to_owned(), (*a).to_owned())).collect::<Vec<_>>();
+        assert_eq!(actions("user:alice").await, by_root(&["user.role", "user.enable", "user.disable"]));
+        assert_eq!(actions("user:bob").await, by_root(&["user.delete"]));
     }
 
     async fn rotated_jwt_keys_keep_sessions_and_publish_both(app) {

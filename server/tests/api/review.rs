@@ -108,6 +108,12 @@ impl Cast {
             .await
     }
 
+    /// `version`'s state, as its owner sees it.
+    async fn state_of(&self, version: &str) -> String {
+        let view = self.version(Some(&self.owner), version).await.json();
+        view["state"].as_str().unwrap().to_owned()
+    }
+
     async fn version(&self, who: Option<&TestUser>, version: &str) -> TestResponse {
         self.app
             .get(
@@ -653,4 +659,119 @@ async fn abuse_reports_are_rate_limited_per_user() {
             .status,
         StatusCode::CREATED
     );
+}
+
+/// Makes every insert into the audit log fail, as a database error between a change and its
+/// entry would; `false` lifts it.
+async fn refuse_audit_entries(app: &TestApp, refuse: bool) {
+    use plugstore_server::db::Engine;
+    let statements: &[&str] = match (app.app.db.engine, refuse) {
+        (Engine::Sqlite, true) => &[
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+        ],
+        (Engine::Sqlite, false) => &["DROP TRIGGER refuse_audit"],
+        (Engine::Postgres, true) => &[
+            "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$",
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+        ],
+        (Engine::Postgres, false) => &["DROP TRIGGER refuse_audit ON audit_log"],
+    };
+    for statement in statements {
+        sqlx::query(statement)
+            .execute(&app.app.db.pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// A change and its audit entry are one transaction: when the entry cannot be written, the
+/// change is not made either, for moderation and for a scan that failed for good.
+async fn changes_without_their_audit_entry_are_not_made(stack: Stack) {
+    let Some(cast) = moderated_store(stack, |s| s.scan.max_attempts = 1).await else {
+        return;
+    };
+    let app = &cast.app;
+    app.seed_plugin("acme", "hello", &[("1.0.0", "published")])
+        .await;
+    let published = cast
+        .publish_package("1.1.0", package("acme/hello", "1.1.0", b"v1.1"))
+        .await;
+    assert_eq!(published.status, StatusCode::CREATED);
+    let job = app
+        .post(
+            "/internal/v1/scan-jobs/claim",
+            Some(WORKER_TOKEN),
+            json!({"worker": "w"}),
+        )
+        .await
+        .json();
+    let fail = format!("/internal/v1/scan-jobs/{}/fail", job["job_id"]);
+    let fail = || {
+        app.post(
+            &fail,
+            Some(WORKER_TOKEN),
+            json!({"worker": "w", "error": "crashed"}),
+        )
+    };
+    let state = |version| cast.state_of(version);
+
+    refuse_audit_entries(app, true).await;
+    let block = cast
+        .act(&cast.reviewer, &format!("{V}/1.0.0/block"), "malware")
+        .await;
+    assert_eq!(block.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(state("1.0.0").await, "published");
+    let kill = cast
+        .act(
+            &cast.reviewer,
+            "/api/v1/review/plugins/acme/hello/block",
+            "malware",
+        )
+        .await;
+    assert_eq!(kill.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(state("1.0.0").await, "published");
+    // The worker's last attempt: its job stays leased and the version scanning, so the
+    // worker's retry (or the lease running out) gets the version to review.
+    assert_eq!(fail().await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(state("1.1.0").await, "scanning");
+
+    refuse_audit_entries(app, false).await;
+    let block = cast
+        .act(&cast.reviewer, &format!("{V}/1.0.0/block"), "malware")
+        .await;
+    assert_eq!(block.status, StatusCode::OK);
+    assert_eq!(state("1.0.0").await, "blocked");
+    assert_eq!(fail().await.status, StatusCode::NO_CONTENT);
+    assert_eq!(state("1.1.0").await, "pending_review");
+    let entries = app
+        .get("/api/v1/admin/audit-log", Some(&cast.admin.access))
+        .await
+        .json();
+    let actions: Vec<&str> = entries["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    // The refused attempts left nothing; before them, the store issued the signer's
+    // certificate and took the upload.
+    assert_eq!(
+        actions,
+        [
+            "scan.failed",
+            "version.block",
+            "version.upload",
+            "certificate.issue"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn changes_without_their_audit_entry_are_not_made_embedded() {
+    changes_without_their_audit_entry_are_not_made(Stack::Embedded).await;
+}
+
+#[tokio::test]
+async fn changes_without_their_audit_entry_are_not_made_scaled() {
+    changes_without_their_audit_entry_are_not_made(Stack::Scaled).await;
 }
