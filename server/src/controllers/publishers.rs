@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Page, PageQuery, PublisherPath, rfc3339};
+use super::{Page, PageQuery, PublisherPath, audit, rfc3339};
 use crate::app::AppState;
 use crate::auth::{Caller, MemberRole, Require, Scope};
 use crate::error::{ApiError, ApiResult, Problem};
@@ -197,7 +197,7 @@ pub async fn put_member(
     Path(path): Path<MemberPath>,
     Json(body): Json<PutMemberRequest>,
 ) -> ApiResult<Json<MemberView>> {
-    let (_, publisher) = caller
+    let (me, publisher) = caller
         .require_publisher(
             &app,
             &path.publisher,
@@ -237,6 +237,16 @@ pub async fn put_member(
     .fetch_one(&mut *tx)
     .await?
     .try_get("added_at")?;
+    let change = format!("{}: {}", path.username, body.role.as_str());
+    let target = format!("publisher:{}", publisher.name);
+    audit(
+        &mut tx,
+        Some(me.user_id),
+        "member.set",
+        &target,
+        Some(&change),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(MemberView {
         username: path.username,
@@ -262,7 +272,7 @@ pub async fn remove_member(
     } else {
         MemberRole::Owner
     };
-    let (_, publisher) = caller
+    let (me, publisher) = caller
         .require_publisher(&app, &path.publisher, required, Scope::ManagePublisher)
         .await?;
     let user_id = active_user_id(&app, &path.username).await?;
@@ -281,6 +291,15 @@ pub async fn remove_member(
             path.username, path.publisher
         )));
     }
+    let target = format!("publisher:{}", publisher.name);
+    audit(
+        &mut tx,
+        Some(me.user_id),
+        "member.remove",
+        &target,
+        Some(&path.username),
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

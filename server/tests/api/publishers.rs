@@ -58,6 +58,18 @@ both_stacks! {
         assert_eq!(left.status, StatusCode::NO_CONTENT);
         let gone = app.call(Method::DELETE, "/api/v1/publishers/acme/members/alice", Some(&bob.access), None).await;
         assert_eq!(gone.status, StatusCode::NOT_FOUND);
+
+        // Every change that was made is in the audit log, newest first; the refused ones are not.
+        let admin = app.signup("root-admin").await;
+        app.set_role(&admin, "admin").await;
+        let log = app.get("/api/v1/admin/audit-log?target=publisher:acme", Some(&admin.access)).await.json();
+        let entries: Vec<_> = log["items"].as_array().unwrap().iter().map(|e| [&e["actor"], &e["action"], &e["reason"]].map(|v| v.as_str().unwrap().to_owned())).collect();
+        assert_eq!(entries, [
+            ["alice", "member.remove", "alice"],
+            ["alice", "member.set", "alice: maintainer"],
+            ["alice", "member.set", "bob: owner"],
+            ["alice", "member.set", "bob: maintainer"],
+        ].map(|entry| entry.map(str::to_owned)));
     }
 
     async fn publishers_list_with_cursor_pagination(app) {
