@@ -190,20 +190,14 @@ async fn named_among(
     tx: &mut AnyConnection,
     hex: &[String],
 ) -> Result<HashSet<String>, sqlx::Error> {
-    if hex.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let list = crate::db::placeholders(hex.len());
-    let sql = format!(
+    crate::db::strings_among(
+        tx,
         "SELECT package_digest FROM plugin_versions WHERE package_digest IN ({list}) \
          UNION SELECT patch_digest FROM deltas WHERE patch_digest IN ({list}) \
-         UNION SELECT digest FROM chain_blobs WHERE digest IN ({list})"
-    );
-    let mut query = sqlx::query_scalar::<_, String>(&sql).persistent(false);
-    for digest in hex {
-        query = query.bind(digest);
-    }
-    Ok(query.fetch_all(&mut *tx).await?.into_iter().collect())
+         UNION SELECT digest FROM chain_blobs WHERE digest IN ({list})",
+        hex,
+    )
+    .await
 }
 
 /// Every blob a row names, read as one pass over the tables.

@@ -5,6 +5,7 @@
 //! flags as nullable timestamps, so the same statement runs on either engine. Each engine has
 //! its own migration directory with the same schema.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -182,13 +183,31 @@ pub fn now() -> i64 {
         .unwrap_or_default()
 }
 
-/// `$1, $2, …, $count`: the parameters of an `IN (…)` list of `count` values, bound in order.
+/// Which of `values` a query answers. `sql` selects one text column and writes `{list}`
+/// where the values go, as bound parameters (`IN ({list})`; it may appear more than once).
 /// Both engines take at least 32766 parameters; callers keep lists to a few hundred.
-pub fn placeholders(count: usize) -> String {
-    (1..=count)
+pub async fn strings_among<'c, E>(
+    executor: E,
+    sql: &str,
+    values: &[String],
+) -> Result<HashSet<String>, sqlx::Error>
+where
+    E: Executor<'c, Database = sqlx::Any>,
+{
+    if values.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let list = (1..=values.len())
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    let sql = sql.replace("{list}", &list);
+    // Not kept as a prepared statement: the text changes with the list's length.
+    let mut query = sqlx::query_scalar::<_, String>(&sql).persistent(false);
+    for value in values {
+        query = query.bind(value);
+    }
+    Ok(query.fetch_all(executor).await?.into_iter().collect())
 }
 
 /// Whether a database error is a unique-constraint violation (a name already taken).

@@ -16,7 +16,7 @@
 //! every revocation from signed data. Targets carry the developer's signature; the certificate
 //! chain is a content-addressed blob (PEM, leaf first) that the target references by hash.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::num::NonZeroU64;
 use std::path::Path;
@@ -610,16 +610,13 @@ async fn record_chains(
     let mut unrecorded = Vec::new();
     for chunk in digests.chunks(500) {
         let hex: Vec<String> = chunk.iter().map(BlobDigest::to_hex).collect();
-        let sql = format!(
-            "SELECT digest FROM chain_blobs WHERE digest IN ({})",
-            crate::db::placeholders(hex.len())
-        );
-        let mut query = sqlx::query_scalar::<_, String>(&sql).persistent(false);
-        for digest in &hex {
-            query = query.bind(digest);
-        }
         // Recorded chains are never collected, so they need no second look.
-        let recorded: HashSet<String> = query.fetch_all(&mut *tx).await?.into_iter().collect();
+        let recorded = crate::db::strings_among(
+            &mut *tx,
+            "SELECT digest FROM chain_blobs WHERE digest IN ({list})",
+            &hex,
+        )
+        .await?;
         unrecorded.extend(
             chunk
                 .iter()

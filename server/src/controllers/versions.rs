@@ -404,24 +404,24 @@ async fn revoked_among(
                 .map(|root| root.fingerprint),
         )
         .collect();
-    if candidates.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let sql = format!(
-        "SELECT fingerprint FROM certificates WHERE revoked_at IS NOT NULL AND fingerprint IN ({})",
-        db::placeholders(candidates.len())
-    );
-    let mut query = sqlx::query_scalar::<_, String>(&sql);
-    for candidate in &candidates {
-        // Certificates are named by bare hex SHA-256 throughout the database.
-        query = query.bind(hex::encode(candidate.as_bytes()));
-    }
-    let revoked: HashSet<String> = query.fetch_all(&app.db.pool).await?.into_iter().collect();
+    // Certificates are named by bare hex SHA-256 throughout the database.
+    let hex: Vec<String> = candidates
+        .iter()
+        .map(|candidate| hex::encode(candidate.as_bytes()))
+        .collect();
+    let revoked = db::strings_among(
+        &app.db.pool,
+        "SELECT fingerprint FROM certificates WHERE revoked_at IS NOT NULL AND fingerprint IN ({list})",
+        &hex,
+    )
+    .await?;
     // The answer can only repeat candidates; keeping the candidates themselves leaves no
     // fingerprint to parse, and so none to drop.
     Ok(candidates
         .into_iter()
-        .filter(|candidate| revoked.contains(&hex::encode(candidate.as_bytes())))
+        .zip(&hex)
+        .filter(|(_, hex)| revoked.contains(*hex))
+        .map(|(candidate, _)| candidate)
         .collect())
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use plugstore_server::blob_gc::{self, CollectionReport, ConfirmError};
 use plugstore_server::blobs::BlobDigest;
 
+use crate::both_stacks;
 use crate::deltas::{payload, publish};
 use crate::harness::{Stack, TestApp};
 use crate::publish::StoreSigner;
@@ -18,26 +19,6 @@ async fn start(stack: Stack) -> Option<TestApp> {
         settings.blobs.s3.prefix = format!("gc-{}/", uuid::Uuid::new_v4());
     })
     .await
-}
-
-/// Declares a test once per stack, on a store from [`start`].
-macro_rules! gc_test {
-    ($(async fn $name:ident($app:ident) $body:block)*) => {$(
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[tokio::test]
-            async fn embedded() {
-                let $app = start(Stack::Embedded).await.expect("embedded stack");
-                $body
-            }
-            #[tokio::test]
-            async fn scaled() {
-                let Some($app) = start(Stack::Scaled).await else { return };
-                $body
-            }
-        }
-    )*};
 }
 
 async fn store_orphan(app: &TestApp, text: &str) -> BlobDigest {
@@ -72,7 +53,9 @@ async fn named_blobs(app: &TestApp) -> Vec<BlobDigest> {
     hex.iter().map(|hex| hex.parse().unwrap()).collect()
 }
 
-gc_test! {
+both_stacks! {
+    start = start;
+
     async fn unnamed_blobs_go_and_named_ones_stay(app) {
         let owner = app.signup("owner").await;
         app.publisher(&owner, "acme").await;

@@ -26,25 +26,30 @@ pub enum Stack {
     Scaled,
 }
 
-/// Runs each listed test on both stacks: `mod name { fn embedded(); fn scaled(); }`.
+/// Runs each listed test on both stacks: `mod name { fn embedded(); fn scaled(); }`. The
+/// store comes from `TestApp::start`, or from `start = path;` given first (an async function
+/// from a [`Stack`] to `Option<TestApp>`).
 #[macro_export]
 macro_rules! both_stacks {
-    ($(async fn $name:ident($app:ident) $body:block)*) => {$(
+    (start = $start:path; $(async fn $name:ident($app:ident) $body:block)*) => {$(
         mod $name {
             #[allow(unused_imports)]
             use super::*;
             #[tokio::test]
             async fn embedded() {
-                let $app = $crate::harness::TestApp::start($crate::harness::Stack::Embedded).await.expect("embedded stack");
+                let $app = $start($crate::harness::Stack::Embedded).await.expect("embedded stack");
                 $body
             }
             #[tokio::test]
             async fn scaled() {
-                let Some($app) = $crate::harness::TestApp::start($crate::harness::Stack::Scaled).await else { return };
+                let Some($app) = $start($crate::harness::Stack::Scaled).await else { return };
                 $body
             }
         }
     )*};
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $crate::both_stacks! { start = $crate::harness::TestApp::start; $(async fn $name($app) $body)* }
+    };
 }
 
 /// The services a scaled test needs, or why they are missing.
