@@ -112,6 +112,14 @@ pub async fn create_publisher(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+    audit(
+        &mut tx,
+        Some(me.user_id),
+        "publisher.create",
+        &format!("publisher:{}", view.name),
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(view)))
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{Page, PageQuery, rfc3339};
+use super::{Page, PageQuery, audit, rfc3339};
 use crate::app::AppState;
 use crate::auth::tokens::{self, Scope, decode_scopes, encode_scopes};
 use crate::auth::{Caller, MemberRole, Require};
@@ -130,6 +130,8 @@ pub async fn create_token(
     }
     let (secret, hash) = tokens::new_secret();
     let now = db::now();
+    let scopes = encode_scopes(&body.scopes);
+    let mut tx = app.db.pool.begin().await?;
     let row = sqlx::query(
         "INSERT INTO api_tokens (user_id, name, token_hash, scopes, publisher_id, plugin_name, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -137,14 +139,30 @@ pub async fn create_token(
     .bind(me.user_id)
     .bind(name)
     .bind(hash)
-    .bind(encode_scopes(&body.scopes))
+    .bind(&scopes)
     .bind(publisher_id)
     .bind(body.plugin.as_deref())
     .bind(now)
     .bind(now + days as i64 * 86_400)
-    .fetch_one(&app.db.pool)
+    .fetch_one(&mut *tx)
     .await?;
     let id: i64 = row.try_get("id")?;
+    // A stolen session's first move is often to mint a token that outlives it: the log says
+    // which tokens an account made, with what powers, so an incident can revoke exactly those.
+    let limited_to = match (&body.publisher, &body.plugin) {
+        (Some(publisher), Some(plugin)) => format!(" for {publisher}/{plugin}"),
+        (Some(publisher), None) => format!(" for {publisher}"),
+        _ => String::new(),
+    };
+    audit(
+        &mut tx,
+        Some(me.user_id),
+        "token.create",
+        &format!("user:{}", me.username),
+        Some(&format!("#{id} {name}: {scopes}{limited_to}, {days} days")),
+    )
+    .await?;
+    tx.commit().await?;
     let view = fetch_token(&app, me.user_id, id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("token vanished after insert")))?;
@@ -200,15 +218,28 @@ pub async fn revoke_token(
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
     let me = caller.require(&app, Require::session()).await?;
-    fetch_token(&app, me.user_id, id)
+    let token = fetch_token(&app, me.user_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("you have no API token with id {id}")))?;
-    sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
+    let mut tx = app.db.pool.begin().await?;
+    let revoked = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
         .bind(db::now())
         .bind(id)
         .bind(me.user_id)
-        .execute(&app.db.pool)
+        .execute(&mut *tx)
         .await?;
+    // Revoking twice is not a second event.
+    if revoked.rows_affected() == 1 {
+        audit(
+            &mut tx,
+            Some(me.user_id),
+            "token.revoke",
+            &format!("user:{}", me.username),
+            Some(&format!("#{id} {}", token.name)),
+        )
+        .await?;
+    }
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

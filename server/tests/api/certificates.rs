@@ -93,7 +93,7 @@ both_stacks! {
         assert_eq!(revoked.status, StatusCode::OK);
         assert_eq!(revoked.json()["revoked_reason"], "laptop stolen");
         let audit: Vec<(String, Option<String>)> = sqlx::query_as("SELECT action, reason FROM audit_log ORDER BY id").fetch_all(&app.app.db.pool).await.unwrap();
-        assert_eq!(audit, vec![("member.set".into(), Some("maintainer: maintainer".into())), ("certificate.issue".into(), None), ("certificate.revoke".into(), Some("laptop stolen".into()))]);
+        assert_eq!(audit, vec![("publisher.create".into(), None), ("member.set".into(), Some("maintainer: maintainer".into())), ("certificate.issue".into(), None), ("certificate.revoke".into(), Some("laptop stolen".into()))]);
     }
 
     async fn weak_or_malformed_requests_are_refused(app) {

@@ -306,7 +306,7 @@ both_stacks! {
         let unyanked = app.post("/api/v1/plugins/acme/hello/versions/1.0.0/unyank", Some(&owner.access), json!({"reason": "fixed by host update"})).await;
         assert_eq!(unyanked.json()["state"], "published");
         let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id").fetch_all(&app.app.db.pool).await.unwrap();
-        assert_eq!(actions, vec!["certificate.issue", "version.upload", "version.yank", "version.unyank"]);
+        assert_eq!(actions, vec!["publisher.create", "certificate.issue", "version.upload", "version.yank", "version.unyank"]);
     }
 
     async fn refusals_leave_nothing_behind(app) {

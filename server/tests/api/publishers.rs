@@ -63,12 +63,13 @@ both_stacks! {
         let admin = app.signup("root-admin").await;
         app.set_role(&admin, "admin").await;
         let log = app.get("/api/v1/admin/audit-log?target=publisher:acme", Some(&admin.access)).await.json();
-        let entries: Vec<_> = log["items"].as_array().unwrap().iter().map(|e| [&e["actor"], &e["action"], &e["reason"]].map(|v| v.as_str().unwrap().to_owned())).collect();
+        let entries: Vec<_> = log["items"].as_array().unwrap().iter().map(|e| [&e["actor"], &e["action"], &e["reason"]].map(|v| v.as_str().unwrap_or_default().to_owned())).collect();
         assert_eq!(entries, [
             ["alice", "member.remove", "alice"],
             ["alice", "member.set", "alice: maintainer"],
             ["alice", "member.set", "bob: owner"],
             ["alice", "member.set", "bob: maintainer"],
+            ["alice", "publisher.create", ""],
         ].map(|entry| entry.map(str::to_owned)));
     }
 

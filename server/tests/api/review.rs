@@ -754,14 +754,15 @@ async fn changes_without_their_audit_entry_are_not_made(stack: Stack) {
         .map(|entry| entry["action"].as_str().unwrap())
         .collect();
     // The refused attempts left nothing; before them, the store issued the signer's
-    // certificate and took the upload.
+    // certificate and took the upload, after the owner created the publisher.
     assert_eq!(
         actions,
         [
             "scan.failed",
             "version.block",
             "version.upload",
-            "certificate.issue"
+            "certificate.issue",
+            "publisher.create"
         ]
     );
 }

@@ -35,6 +35,25 @@ both_stacks! {
         assert_eq!(app.call(Method::DELETE, &format!("/api/v1/tokens/{id}"), Some(&alice.access), None).await.status, StatusCode::NO_CONTENT);
         assert_eq!(app.get("/api/v1/me", Some(&secret)).await.status, StatusCode::UNAUTHORIZED);
         assert_eq!(app.get("/api/v1/tokens", Some(&alice.access)).await.json()["items"][0]["revoked"], true);
+        assert_eq!(app.call(Method::DELETE, &format!("/api/v1/tokens/{id}"), Some(&alice.access), None).await.status, StatusCode::NO_CONTENT);
+
+        // The account's log says which tokens it made and revoked (once), never their secrets;
+        // refused attempts leave nothing.
+        let limited = app.post("/api/v1/tokens", Some(&alice.access), json!({"name": "deploy", "scopes": ["publish"], "publisher": "acme"})).await;
+        assert_eq!(limited.status, StatusCode::NOT_FOUND);
+        app.publisher(&alice, "acme").await;
+        let limited = app.post("/api/v1/tokens", Some(&alice.access), json!({"name": "deploy", "scopes": ["publish"], "publisher": "acme", "plugin": "hello", "expires_in_days": 7})).await.json();
+        let root = app.signup("root-admin").await;
+        app.set_role(&root, "admin").await;
+        let log = app.get("/api/v1/admin/audit-log?target=user:alice", Some(&root.access)).await.json();
+        let entries: Vec<_> = log["items"].as_array().unwrap().iter().map(|e| [&e["actor"], &e["action"], &e["reason"]].map(|v| v.as_str().unwrap().to_owned())).collect();
+        let limited_id = limited["id"].as_i64().unwrap();
+        assert_eq!(entries, [
+            ["alice".to_owned(), "token.create".to_owned(), format!("#{limited_id} deploy: publish for acme/hello, 7 days")],
+            ["alice".to_owned(), "token.revoke".to_owned(), format!("#{id} ci")],
+            ["alice".to_owned(), "token.create".to_owned(), format!("#{id} ci: publish yank, 90 days")],
+        ]);
+        assert!(!String::from_utf8_lossy(&app.get("/api/v1/admin/audit-log", Some(&root.access)).await.body).contains(&secret[4..]));
     }
 
     async fn token_scopes_and_publisher_limits_are_enforced(app) {
