@@ -7,8 +7,9 @@
 //!
 //! What refers to a blob: a version's package (`plugin_versions.package_digest`), a ready
 //! patch (`deltas.patch_digest`), and a certificate chain that signed metadata names
-//! (`chain_blobs`, and for metadata signed before that table existed, the chain in a
-//! version's signature).
+//! (`chain_blobs`). Metadata signed before that table existed named chains that only the
+//! versions' signatures record; the first collection derives them and records them in
+//! `chain_blobs`, once ([`record_signature_chains`]).
 //!
 //! Deleting races with writers: a writer may find a blob already stored (content addressing
 //! makes a second upload of the same bytes a no-op) just before the collector deletes it,
@@ -123,7 +124,10 @@ pub async fn collect_unreferenced(
         .unwrap_or(SystemTime::UNIX_EPOCH);
     // Read before listing: a reference recorded later is found when a candidate is
     // re-checked on the fence.
-    let referenced = referenced_blobs(db).await?;
+    let mut referenced = referenced_blobs(db).await?;
+    if !signature_chains_recorded(db).await? {
+        referenced.extend(record_signature_chains(db, dry_run).await?);
+    }
     let mut report = CollectionReport::default();
     let mut after: Option<BlobDigest> = None;
     loop {
@@ -215,9 +219,32 @@ async fn referenced_blobs(db: &Database) -> anyhow::Result<HashSet<BlobDigest>> 
                 .with_context(|| format!("a stored blob reference `{hex}`"))?,
         );
     }
-    drop(named);
-    // Metadata signed before `chain_blobs` was kept names chains that only the signatures
-    // record: each version's chain, as the signer stores it.
+    Ok(referenced)
+}
+
+async fn signature_chains_recorded(db: &Database) -> Result<bool, sqlx::Error> {
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT signature_chains_recorded FROM blob_fence WHERE id = 1")
+            .fetch_one(&db.pool)
+            .await?;
+    Ok(recorded != 0)
+}
+
+/// The chain in every version's signature, as the signer stores it: what metadata signed
+/// before `chain_blobs` existed names. Unless `dry_run`, they are recorded in `chain_blobs`
+/// and the walk is not made again. Recording a chain that is not stored (its version was
+/// never signed) is harmless: a name only keeps a blob, and the signer stores the chain when
+/// it first signs it.
+///
+/// Reading every signature costs a few kilobytes per version; once is enough, because the
+/// signer records every chain it names since `chain_blobs` was kept. A replica of an older
+/// release still signing during a rolling upgrade does not record its chains, but those are
+/// stored fresh, within the minimum age, unless the upgrade takes longer than it.
+async fn record_signature_chains(
+    db: &Database,
+    dry_run: bool,
+) -> anyhow::Result<HashSet<BlobDigest>> {
+    let mut chains = HashSet::new();
     let mut signatures =
         sqlx::query("SELECT id, signature FROM plugin_versions WHERE signature <> ''")
             .fetch(&db.pool);
@@ -226,9 +253,28 @@ async fn referenced_blobs(db: &Database) -> anyhow::Result<HashSet<BlobDigest>> 
         // A name that cannot be read could be a blob's only one: stop rather than guess.
         let envelope = SignatureEnvelope::from_json(signature.as_bytes())
             .with_context(|| format!("version {id} has a signature that does not parse"))?;
-        referenced.insert(BlobDigest::of(
+        chains.insert(BlobDigest::of(
             chain_pem(&envelope.certificate_chain).as_bytes(),
         ));
     }
-    Ok(referenced)
+    drop(signatures);
+    if dry_run {
+        return Ok(chains);
+    }
+    let mut tx = db.pool.begin().await?;
+    for digest in &chains {
+        sqlx::query("INSERT INTO chain_blobs (digest) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(digest.to_hex())
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("UPDATE blob_fence SET signature_chains_recorded = 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(
+        chains = chains.len(),
+        "recorded the certificate chains named by signatures; later collections skip them"
+    );
+    Ok(chains)
 }

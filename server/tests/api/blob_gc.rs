@@ -83,14 +83,48 @@ both_stacks! {
         }
         assert_eq!(collect(&app, Duration::ZERO, false).await.collected, 0);
 
-        // Metadata signed before chains were recorded names them only through the versions'
-        // signatures; those chains stay too.
-        sqlx::query("DELETE FROM chain_blobs").execute(&app.app.db.pool).await.unwrap();
+        // Metadata signed before chains were recorded (a database from before migration 0008)
+        // names them only through the versions' signatures; those chains stay too.
+        let pool = &app.app.db.pool;
+        sqlx::query("DELETE FROM chain_blobs").execute(pool).await.unwrap();
+        sqlx::query("UPDATE blob_fence SET signature_chains_recorded = 0").execute(pool).await.unwrap();
+        let chains = || async { sqlx::query_scalar::<_, String>("SELECT digest FROM chain_blobs").fetch_all(pool).await.unwrap() };
+        let dry = collect(&app, Duration::ZERO, true).await;
+        assert_eq!((dry.referenced, dry.collected), (4, 0), "{dry:?}");
+        assert!(chains().await.is_empty(), "a dry run records nothing");
         let report = collect(&app, Duration::ZERO, false).await;
         assert_eq!((report.referenced, report.collected), (4, 0), "{report:?}");
         for digest in &named {
             assert!(is_stored(&app, digest).await, "{digest} is named and must stay");
         }
+        // That collection recorded the chains it derived, so the next reads no signature: one
+        // that would stop a walk over them does not stop it, and the chain still stays.
+        assert_eq!(chains().await.len(), 1);
+        sqlx::query("UPDATE plugin_versions SET signature = '{not an envelope'").execute(pool).await.unwrap();
+        let report = collect(&app, Duration::ZERO, false).await;
+        assert_eq!((report.referenced, report.collected), (4, 0), "{report:?}");
+        for digest in &named {
+            assert!(is_stored(&app, digest).await, "{digest} is named and must stay");
+        }
+    }
+
+    async fn a_signature_that_does_not_parse_stops_the_first_collection(app) {
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        let signer = StoreSigner::new(&app, &owner, "acme").await;
+        publish(&app, &owner, &signer, "1.0.0", &payload(1, "release one")).await;
+        app.sign_and_follow().await;
+        let pool = &app.app.db.pool;
+        sqlx::query("DELETE FROM chain_blobs").execute(pool).await.unwrap();
+        sqlx::query("UPDATE plugin_versions SET signature = '{not an envelope'").execute(pool).await.unwrap();
+        let orphan = store_orphan(&app, "left behind").await;
+        let error = blob_gc::collect_unreferenced(&app.app.db, app.app.blobs.as_ref(), Duration::ZERO, false)
+            .await
+            .expect_err("a chain it cannot derive could be a blob's only name");
+        assert!(format!("{error:#}").contains("does not parse"), "{error:#}");
+        assert!(is_stored(&app, &orphan).await, "nothing is deleted");
+        let recorded: i64 = sqlx::query_scalar("SELECT signature_chains_recorded FROM blob_fence").fetch_one(pool).await.unwrap();
+        assert_eq!(recorded, 0, "the walk is still to be made");
     }
 
     async fn blobs_younger_than_the_minimum_age_stay(app) {
