@@ -256,6 +256,19 @@ impl Caller {
                 "this API token is limited to another publisher",
             ));
         }
+        // Members and certificates belong to the whole publisher: a token limited to one
+        // plugin must not reach them. Creation refuses the combination; this covers tokens
+        // made before it did.
+        if scope == Scope::ManagePublisher
+            && let Credential::ApiToken {
+                plugin_name: Some(plugin),
+                ..
+            } = &me.credential
+        {
+            return Err(ApiError::forbidden(format!(
+                "this API token is limited to plugin `{plugin}`; managing publisher `{publisher}` acts on all of its plugins"
+            )));
+        }
         let is_admin_session =
             me.role == Role::Admin && matches!(me.credential, Credential::Session { .. });
         match access.member_role {

@@ -127,6 +127,11 @@ pub async fn create_token(
             ));
         }
         names::validate_name("plugin", plugin)?;
+        if body.scopes.contains(&Scope::ManagePublisher) {
+            return Err(ApiError::invalid(
+                "a token limited to a plugin cannot have the manage-publisher scope: members and certificates belong to the whole publisher",
+            ));
+        }
     }
     let (secret, hash) = tokens::new_secret();
     let now = db::now();

@@ -87,6 +87,23 @@ both_stacks! {
         assert_eq!(make(json!({"name": "x", "scopes": ["publish"], "plugin": "widget"})).await.problem_type(), "/problems/invalid-input");
         let scoped = make(json!({"name": "x", "scopes": ["publish"], "publisher": "acme", "plugin": "widget"})).await.json();
         assert_eq!((scoped["publisher"].as_str(), scoped["plugin"].as_str()), (Some("acme"), Some("widget")));
+        // Members and certificates belong to the whole publisher, out of a plugin token's reach:
+        // refused at creation, and refused at use for a token made before that was checked.
+        let refused = make(json!({"name": "x", "scopes": ["publish", "manage-publisher"], "publisher": "acme", "plugin": "widget"})).await;
+        assert_eq!(refused.problem_type(), "/problems/invalid-input");
+        assert!(refused.json()["detail"].as_str().unwrap().contains("whole publisher"));
+        let widget_only = make(json!({"name": "w", "scopes": ["publish"], "publisher": "acme", "plugin": "widget"})).await.json();
+        sqlx::query("UPDATE api_tokens SET scopes = 'publish manage-publisher' WHERE id = $1")
+            .bind(widget_only["id"].as_i64().unwrap())
+            .execute(&app.app.db.pool)
+            .await
+            .unwrap();
+        let widget_secret = widget_only["secret"].as_str().unwrap().to_owned();
+        let escalated = app.call(Method::PUT, "/api/v1/publishers/acme/members/bob", Some(&widget_secret), Some(json!({"role": "owner"}))).await;
+        assert_eq!(escalated.status, StatusCode::FORBIDDEN);
+        assert!(escalated.json()["detail"].as_str().unwrap().contains("limited to plugin `widget`"));
+        let certificate = app.post("/api/v1/publishers/acme/certificates", Some(&widget_secret), json!({"csr": "not reached"})).await;
+        assert_eq!(certificate.status, StatusCode::FORBIDDEN);
         // Nobody can limit a token to a publisher they cannot act for.
         let foreign = app.post("/api/v1/tokens", Some(&bob.access), json!({"name": "x", "scopes": ["publish"], "publisher": "other"})).await;
         assert_eq!(foreign.status, StatusCode::FORBIDDEN);
