@@ -127,6 +127,31 @@ pub fn fingerprint(der: &[u8]) -> CertFingerprint {
     CertFingerprint(bytes)
 }
 
+/// A certificate's issuer and serial number, as a CRL names it, rendered as
+/// [`VerifiedSigner::issuer`] and [`VerifiedSigner::serial_hex`] are.
+///
+/// Unlike the [`fingerprint`], it is the same for every encoding of one certificate. An
+/// ECDSA signature (r, s) verifies as (r, n − s) too, so anyone holding a certificate can
+/// make a second, equally valid one with a different fingerprint; a revocation must reach
+/// both, and only what the issuer signed identifies the certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IssuerSerial {
+    /// The issuer's distinguished name.
+    pub issuer: String,
+    /// The serial number, lowercase hex of its encoded bytes.
+    pub serial_hex: String,
+}
+
+/// The issuer and serial of a DER certificate; `None` when it does not parse (verification
+/// then refuses it as malformed).
+pub fn issuer_serial(der: &[u8]) -> Option<IssuerSerial> {
+    let certificate = parse_certificate(der).ok()?;
+    Some(IssuerSerial {
+        issuer: name_to_string(certificate.issuer()),
+        serial_hex: hex::encode(certificate.raw_serial()),
+    })
+}
+
 /// The kind of public key a certificate holds, as far as package signing is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -253,9 +253,15 @@ pub async fn revoke_certificate(
     let reason = super::checked_reason(&body.reason)?;
     let fingerprint = path.fingerprint.to_ascii_lowercase();
     let mut tx = app.db.pool.begin().await?;
+    // Every encoding of the certificate is revoked with it: an ECDSA signature re-encoded as
+    // (r, n − s) makes another, equally valid certificate with another fingerprint, which a
+    // holder of the leaked key may already have uploaded with. They share what the issuer
+    // signed, so their issuer and serial.
     let changed = sqlx::query(
         "UPDATE certificates SET revoked_at = $1, revoked_by = $2, revoked_reason = $3 \
-         WHERE fingerprint = $4 AND publisher_id = $5 AND revoked_at IS NULL",
+         WHERE revoked_at IS NULL AND EXISTS (SELECT 1 FROM certificates named \
+           WHERE named.fingerprint = $4 AND named.publisher_id = $5 \
+             AND named.serial = certificates.serial AND named.issuer = certificates.issuer)",
     )
     .bind(db::now())
     .bind(me.user_id)
@@ -277,7 +283,7 @@ pub async fn revoke_certificate(
             publisher.name
         ))
     })?;
-    if changed.rows_affected() == 1 {
+    if changed.rows_affected() > 0 {
         audit(
             &mut tx,
             Some(me.user_id),

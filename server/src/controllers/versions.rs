@@ -8,7 +8,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use futures_util::{StreamExt, TryStreamExt};
-use plugstore_format::certs::{CertFingerprint, UnixTime, VerifiedSigner, fingerprint};
+use plugstore_format::certs::{
+    CertFingerprint, IssuerSerial, UnixTime, VerifiedSigner, fingerprint, issuer_serial,
+};
 use plugstore_format::package::{PackageContents, read_package};
 use plugstore_format::signing::{SignatureEnvelope, SigningPayload, verify_package_signature};
 use serde::{Deserialize, Serialize};
@@ -388,14 +390,23 @@ async fn decide(
 /// The revoked certificates among those that can take part in verifying `envelope`: its
 /// chain and the trusted roots. Reading only those keeps an upload's cost independent of how
 /// many certificates the store has ever revoked.
+///
+/// A certificate in the chain counts as revoked when its fingerprint is, and also when a
+/// revoked certificate has its issuer and serial: another encoding of the same certificate
+/// (an ECDSA signature re-encoded as (r, n − s)) has another fingerprint and is just as
+/// valid ([`IssuerSerial`]).
 async fn revoked_among(
     app: &AppState,
     envelope: &SignatureEnvelope,
 ) -> ApiResult<HashSet<CertFingerprint>> {
-    let candidates: Vec<CertFingerprint> = envelope
+    let chain: Vec<(CertFingerprint, Option<IssuerSerial>)> = envelope
         .certificate_chain
         .iter()
-        .map(|der| fingerprint(der))
+        .map(|der| (fingerprint(der), issuer_serial(der)))
+        .collect();
+    let candidates: Vec<CertFingerprint> = chain
+        .iter()
+        .map(|(fingerprint, _)| *fingerprint)
         .chain(
             app.trust
                 .anchors
@@ -415,13 +426,36 @@ async fn revoked_among(
         &hex,
     )
     .await?;
-    // The answer can only repeat candidates; keeping the candidates themselves leaves no
+    let serials: Vec<String> = chain
+        .iter()
+        .filter_map(|(_, identity)| identity.as_ref())
+        .map(|identity| identity.serial_hex.clone())
+        .collect();
+    // A serial is hex, so the first space ends it.
+    let revoked_identities = db::strings_among(
+        &app.db.pool,
+        "SELECT serial || ' ' || issuer FROM certificates WHERE revoked_at IS NOT NULL AND serial IN ({list})",
+        &serials,
+    )
+    .await?;
+    let identity_revoked = |identity: &Option<IssuerSerial>| {
+        identity.as_ref().is_some_and(|identity| {
+            revoked_identities.contains(&format!("{} {}", identity.serial_hex, identity.issuer))
+        })
+    };
+    // The answers can only repeat candidates; keeping the candidates themselves leaves no
     // fingerprint to parse, and so none to drop.
     Ok(candidates
-        .into_iter()
+        .iter()
         .zip(&hex)
         .filter(|(_, hex)| revoked.contains(*hex))
-        .map(|(candidate, _)| candidate)
+        .map(|(candidate, _)| *candidate)
+        .chain(
+            chain
+                .iter()
+                .filter(|(_, identity)| identity_revoked(identity))
+                .map(|(fingerprint, _)| *fingerprint),
+        )
         .collect())
 }
 

@@ -38,6 +38,79 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
+/// The order of P-256's group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// Splits one DER element off `input`: (tag, content, the whole element, the rest).
+fn der_element(input: &[u8]) -> (u8, &[u8], &[u8], &[u8]) {
+    let (tag, first) = (input[0], input[1]);
+    let (length, header) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let octets = (first & 0x7f) as usize;
+        let length = input[2..2 + octets]
+            .iter()
+            .fold(0usize, |n, byte| n << 8 | *byte as usize);
+        (length, 2 + octets)
+    };
+    let end = header + length;
+    (tag, &input[header..end], &input[..end], &input[end..])
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match content.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n <= 0xff => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// A DER certificate whose issuer's P-256 signature (r, s) is rewritten as (r, n − s).
+fn negate_ecdsa_s(certificate: &[u8]) -> Vec<u8> {
+    let (_, fields, _, _) = der_element(certificate);
+    let (_, _, tbs, rest) = der_element(fields);
+    let (_, _, algorithm, rest) = der_element(rest);
+    let (bit_string_tag, bits, _, _) = der_element(rest);
+    assert_eq!(
+        (bit_string_tag, bits[0]),
+        (0x03, 0),
+        "a signature BIT STRING"
+    );
+    let (_, signature, _, _) = der_element(&bits[1..]);
+    let (_, _, r, rest) = der_element(signature);
+    let (_, s, _, _) = der_element(rest);
+    let mut s_bytes = [0u8; 32];
+    let s = &s[s.len().saturating_sub(32)..];
+    s_bytes[32 - s.len()..].copy_from_slice(s);
+    let mut negated = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut digit = P256_ORDER[i] as i16 - s_bytes[i] as i16 - borrow;
+        borrow = i16::from(digit < 0);
+        if digit < 0 {
+            digit += 256;
+        }
+        negated[i] = digit as u8;
+    }
+    let mut integer: Vec<u8> = negated
+        .iter()
+        .copied()
+        .skip_while(|byte| *byte == 0)
+        .collect();
+    if integer[0] & 0x80 != 0 {
+        integer.insert(0, 0);
+    }
+    let signature = der(0x30, &[r, &der(0x02, &integer)].concat());
+    let bits = der(0x03, &[&[0u8][..], &signature].concat());
+    der(0x30, &[tbs, algorithm, &bits].concat())
+}
+
 fn pem_der(pem: &str, label: &str) -> Vec<u8> {
     plugstore_server::ca::pem_to_der_labelled(pem, label).expect("PEM block")
 }
@@ -100,6 +173,19 @@ impl StoreSigner {
                 pem_der(&ca, "CERTIFICATE"),
             ],
             fingerprint: body["fingerprint"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// The same signer with its certificate's ECDSA signature re-encoded as (r, n − s): as
+    /// valid as the one the store issued, but with another fingerprint.
+    pub fn reencoded(&self) -> Self {
+        let leaf = negate_ecdsa_s(&self.chain[0]);
+        let mut chain = self.chain.clone();
+        chain[0] = leaf.clone();
+        Self {
+            key_pkcs8: self.key_pkcs8.clone(),
+            chain,
+            fingerprint: hex::encode(plugstore_format::certs::fingerprint(&leaf).as_bytes()),
         }
     }
 

@@ -4,12 +4,13 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use plugstore_format::digest::PackageDigest;
 use plugstore_server::controllers::updates::UpdateCheckResponse;
 
 use crate::both_stacks;
 use crate::deltas::{noise, payload, publish};
 use crate::harness::{TestApp, TestUser};
-use crate::publish::{StoreSigner, package};
+use crate::publish::{StoreSigner, package, upload, upload_body};
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
@@ -365,6 +366,46 @@ both_stacks! {
         let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "beta", "install-0001")).await;
         assert_eq!(answer["revocations"][0]["reason"], "plugin-blocked", "{answer}");
         assert_eq!(answer["updates"], json!([]));
+    }
+
+    async fn a_revoked_certificate_is_revoked_in_every_encoding(app) {
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        let signer = StoreSigner::new(&app, &owner, "acme").await;
+        // Whoever holds a certificate can re-encode its issuer's ECDSA signature: another
+        // fingerprint, equally valid, as the store taking an upload signed with it shows.
+        let twin = signer.reencoded();
+        assert_ne!(twin.fingerprint, signer.fingerprint);
+        let v1 = publish(&app, &owner, &twin, "1.0.0", &payload(1, "one")).await;
+        app.sign_and_follow().await;
+
+        // Revoking the certificate as issued revokes what the twin signed ...
+        let revoke = app
+            .post(&format!("/api/v1/publishers/acme/certificates/{}/revoke", signer.fingerprint), Some(&owner.access), json!({"reason": "key leaked"}))
+            .await;
+        assert_eq!(revoke.status, StatusCode::OK, "{}", String::from_utf8_lossy(&revoke.body));
+        app.sign_and_follow().await;
+        let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
+        assert_eq!(answer["revocations"][0]["reason"], "certificate-revoked", "{answer}");
+        let listed = app.get("/api/v1/publishers/acme/certificates", None).await.json();
+        assert!(listed.as_array().unwrap().iter().all(|certificate| certificate["revoked_at"].is_string()), "{listed}");
+
+        // ... and neither encoding signs anything new, including the twin of a certificate
+        // whose twin the store has never seen.
+        let unseen = StoreSigner::new(&app, &owner, "acme").await;
+        let revoke = app
+            .post(&format!("/api/v1/publishers/acme/certificates/{}/revoke", unseen.fingerprint), Some(&owner.access), json!({"reason": "key leaked"}))
+            .await;
+        assert_eq!(revoke.status, StatusCode::OK);
+        let pkg = package("acme/hello", "1.1.0", &payload(1, "two"));
+        let digest = PackageDigest::of(&pkg);
+        for (signer, who) in [(&signer, "as issued"), (&twin, "twin"), (&unseen.reencoded(), "twin first seen after the revocation")] {
+            let envelope = signer.envelope("acme/hello", "1.1.0", digest);
+            let refused = upload(&app, &owner.access, "acme/hello", "1.1.0", upload_body(&envelope, &pkg)).await;
+            assert_eq!(refused.problem_type(), "/problems/untrusted-certificate", "{who}");
+            assert_eq!(refused.json()["code"], "revoked", "{who}");
+        }
+        assert_eq!(app.get("/api/v1/plugins/acme/hello/versions/1.1.0", None).await.status, StatusCode::NOT_FOUND);
     }
 
     async fn bad_update_checks_say_what_to_fix(app) {
