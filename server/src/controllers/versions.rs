@@ -509,13 +509,14 @@ async fn insert_version(
     // could have been collected since `put` found it.
     let package = BlobDigest::from_bytes(*accepted.contents.digest.as_bytes());
     blob_gc::confirm_stored(&mut tx, app.blobs.as_ref(), [&package]).await?;
+    // The plugin's description comes from its versions once one is published (a trigger,
+    // migration 0011): text nobody reviewed never shows.
     sqlx::query(
-        "INSERT INTO plugins (publisher_id, name, description, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-         ON CONFLICT (publisher_id, name) DO UPDATE SET description = excluded.description, updated_at = excluded.updated_at",
+        "INSERT INTO plugins (publisher_id, name, description, created_at, updated_at) VALUES ($1, $2, '', $3, $3) \
+         ON CONFLICT (publisher_id, name) DO UPDATE SET updated_at = excluded.updated_at",
     )
     .bind(publisher_id)
     .bind(name)
-    .bind(manifest.description())
     .bind(now)
     .execute(&mut *tx)
     .await?;
@@ -545,8 +546,8 @@ async fn insert_version(
     .execute(&mut *tx)
     .await?;
     let inserted = sqlx::query(
-        "INSERT INTO plugin_versions (plugin_id, version, state, package_digest, package_size, created_at, manifest, signature, signer_fingerprint, published_by, state_changed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $6) ON CONFLICT (plugin_id, version) DO NOTHING",
+        "INSERT INTO plugin_versions (plugin_id, version, state, package_digest, package_size, created_at, manifest, signature, signer_fingerprint, published_by, state_changed_at, description) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $6, $11) ON CONFLICT (plugin_id, version) DO NOTHING",
     )
     .bind(plugin_id)
     .bind(version.to_string())
@@ -558,6 +559,7 @@ async fn insert_version(
     .bind(&accepted.envelope_json)
     .bind(&fingerprint)
     .bind(me.user_id)
+    .bind(manifest.description())
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 1 && state == "scanning" {

@@ -776,3 +776,94 @@ async fn changes_without_their_audit_entry_are_not_made_embedded() {
 async fn changes_without_their_audit_entry_are_not_made_scaled() {
     changes_without_their_audit_entry_are_not_made(Stack::Scaled).await;
 }
+
+fn described(version: &str, description: &str) -> Vec<u8> {
+    let manifest = manifest("acme/hello", version).replace("Says hello", description);
+    PackageBuilder::from_files([
+        ("plugin.toml", manifest.into_bytes()),
+        ("plugin.wasm", version.as_bytes().to_vec()),
+    ])
+    .unwrap()
+    .to_vec()
+    .unwrap()
+}
+
+/// The plugin's page and search show the description of a published version, never text
+/// still waiting for review or rejected.
+async fn descriptions_show_once_published(stack: Stack) {
+    let Some(cast) = moderated_store(stack, |_| {}).await else {
+        return;
+    };
+    let app = &cast.app;
+    let shown = || async {
+        app.get("/api/v1/plugins/acme/hello", None).await.json()["description"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let found = |q: &'static str| async move {
+        app.get(&format!("/api/v1/plugins?q={q}"), None)
+            .await
+            .json()["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    // A first version waits for review (`first_version_review`).
+    cast.publish_scanned("1.0.0", described("1.0.0", "Greets politely"), "low")
+        .await;
+    assert_eq!(cast.state_of("1.0.0").await, "pending_review");
+    assert_eq!(shown().await, "");
+    assert_eq!(found("politely").await, 0);
+    let reviewer = &cast.reviewer;
+    let claim = |version: &'static str| async move {
+        let claimed = app
+            .post(
+                &format!("{V}/{version}/claim"),
+                Some(&reviewer.access),
+                json!({}),
+            )
+            .await;
+        assert_eq!(claimed.status, StatusCode::OK);
+    };
+    claim("1.0.0").await;
+    let approved = cast
+        .act(&cast.reviewer, &format!("{V}/1.0.0/approve"), "fine")
+        .await;
+    assert_eq!(approved.status, StatusCode::OK);
+    assert_eq!(shown().await, "Greets politely");
+    assert_eq!(found("politely").await, 1);
+
+    // A later version held for review, then rejected, never replaces it.
+    cast.publish_scanned(
+        "1.1.0",
+        described("1.1.0", "Log in at evil.example"),
+        "high",
+    )
+    .await;
+    assert_eq!(cast.state_of("1.1.0").await, "pending_review");
+    assert_eq!(shown().await, "Greets politely");
+    assert_eq!(found("evil").await, 0);
+    claim("1.1.0").await;
+    let rejected = cast
+        .act(&cast.reviewer, &format!("{V}/1.1.0/reject"), "phishing")
+        .await;
+    assert_eq!(rejected.status, StatusCode::OK);
+    assert_eq!(shown().await, "Greets politely");
+
+    // A clean later version is published at once, and its description with it.
+    cast.publish_scanned("1.2.0", described("1.2.0", "Greets warmly"), "low")
+        .await;
+    assert_eq!(cast.state_of("1.2.0").await, "published");
+    assert_eq!(shown().await, "Greets warmly");
+}
+
+#[tokio::test]
+async fn descriptions_show_once_published_embedded() {
+    descriptions_show_once_published(Stack::Embedded).await;
+}
+
+#[tokio::test]
+async fn descriptions_show_once_published_scaled() {
+    descriptions_show_once_published(Stack::Scaled).await;
+}
