@@ -36,7 +36,8 @@ use crate::metadata::{HttpFetch, RestoreError, restore, save};
 use crate::updates::{
     Channel, CheckContext, CheckRequest, CheckResponse, HostApp, HostWire, InstallReason,
     InstalledWire, Problem, Refusal, RefusalReason, Revocation, UpdateCheck, VerifiedPackage,
-    VerifiedUpdate, check_offers, confirmed_revocations, latest_installable, verified_package,
+    VerifiedUpdate, check_newer, check_offers, confirmed_revocations, latest_installable,
+    verified_package,
 };
 
 /// Most installed plugins one update-check request reports (the API's limit); more are
@@ -568,7 +569,9 @@ impl Client {
     }
 
     /// Installs a verified update: confirms with freshly refreshed metadata that the version
-    /// is still installable (it may have been blocked since the check), downloads the package
+    /// is still installable (it may have been blocked since the check) and that it is still
+    /// newer than the installed version (another install may have happened since; an update
+    /// never downgrades: [`RefusalReason::NotNewer`]), downloads the package
     /// (by patch from the installed package when the store signed one, falling back to the
     /// full package), checks the developer signature, unpacks it and makes it current.
     /// `progress(received, total)` is called as package bytes arrive. On any error the
@@ -591,7 +594,8 @@ impl Client {
                 RefusalReason::ChangedSinceCheck(package.version.clone()),
             ));
         }
-        self.install_verified(package, progress).await
+        self.install_verified(InstallReason::Update, package, progress)
+            .await
     }
 
     /// Looks `version` of `id` up in freshly refreshed metadata, with every install check.
@@ -629,7 +633,8 @@ impl Client {
         progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Installed, ClientError> {
         let package = self.verify_now(InstallReason::Pinned, id, version).await?;
-        self.install_verified(&package, progress).await
+        self.install_verified(InstallReason::Pinned, &package, progress)
+            .await
     }
 
     /// The newest version of `id` the signed metadata lists as published for this host
@@ -648,6 +653,7 @@ impl Client {
 
     async fn install_verified(
         &self,
+        reason: InstallReason,
         package: &VerifiedPackage,
         progress: impl FnMut(u64, u64) + Send,
     ) -> Result<Installed, ClientError> {
@@ -660,6 +666,14 @@ impl Client {
         let dir = &inner.install_dir;
         let dest = dir.cached(&package.package.sha256);
         let installed = dir.state(&package.id)?;
+        // Checked under the lock, against what is installed now: the update was checked
+        // against what was installed then.
+        if reason == InstallReason::Update
+            && let Some(state) = &installed
+        {
+            check_newer(&state.current.version, &package.version)
+                .map_err(|reason| refused(&package.id, &package.version, reason))?;
+        }
         let base = installed
             .as_ref()
             .map(|state| dir.cached(&state.current.sha256));

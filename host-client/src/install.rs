@@ -5,7 +5,7 @@
 //! {dir}/install-id                                  the host's install id (update checks)
 //! {dir}/tuf/                                        verified TUF metadata (rollback protection)
 //! {dir}/cache/sha256/{hex}                          packages and chains, by SHA-256 (delta bases)
-//! {dir}/plugins/{publisher}/{name}/state.json       current, previous, disabled
+//! {dir}/plugins/{publisher}/{name}/state.json       current, previous, their disabled marks
 //! {dir}/plugins/{publisher}/{name}/versions/{v}/    an unpacked package
 //! ```
 //!
@@ -70,6 +70,11 @@ pub struct PluginState {
     pub previous: Option<InstalledVersion>,
     /// Set when the store revoked the current version: the host must not load it.
     pub disabled: Option<Disabled>,
+    /// The previous version's mark, set when the store revoked it while it was current. A
+    /// rollback makes it `disabled` again, so rolling back and forth never makes a version
+    /// the client saw revoked loadable. Absent from state files written before it existed.
+    #[serde(default)]
+    pub previous_disabled: Option<Disabled>,
 }
 
 /// An installed plugin, as [`InstallDir::list`] reports it.
@@ -359,15 +364,18 @@ impl InstallDir {
             sha256,
             installed_at: now.as_seconds(),
         };
-        let previous = match old {
-            Some(old) if old.current.version != *version => Some(old.current),
-            Some(old) => old.previous,
-            None => None,
+        // The version just installed passed the install checks, so it carries no mark; the
+        // one it replaces keeps its own.
+        let (previous, previous_disabled) = match old {
+            Some(old) if old.current.version != *version => (Some(old.current), old.disabled),
+            Some(old) => (old.previous, old.previous_disabled),
+            None => (None, None),
         };
         let state = PluginState {
             current: entry,
             previous,
             disabled: None,
+            previous_disabled,
         };
         self.write_state(id, &state)?;
         let _ = fs::remove_dir_all(&replaced);
@@ -428,7 +436,8 @@ impl InstallDir {
         Ok(())
     }
 
-    /// Makes the previous version current again (and the current one previous).
+    /// Makes the previous version current again (and the current one previous). Each
+    /// version keeps its disabled mark: rolling back to a revoked version leaves it disabled.
     pub fn rollback(&self, id: &PluginId) -> Result<PluginState, InstallError> {
         let _locked = self.lock()?;
         let state = self
@@ -444,7 +453,8 @@ impl InstallDir {
         let state = PluginState {
             current: previous,
             previous: Some(state.current),
-            disabled: None,
+            disabled: state.previous_disabled,
+            previous_disabled: state.disabled,
         };
         self.write_state(id, &state)?;
         Ok(state)

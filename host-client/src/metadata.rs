@@ -14,7 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use plugstore_tuf::client::{Fetch, FetchError, TrustedState};
+use plugstore_tuf::client::{Fetch, FetchError, MAX_ROOT_BYTES, TrustedState};
 use plugstore_tuf::error::VerificationError;
 use plugstore_tuf::root::VerifiedRoot;
 use reqwest::StatusCode;
@@ -154,26 +154,70 @@ pub enum RestoreError {
 /// Starts from the pinned root, follows the saved root chain (each saved root verified as
 /// the successor of the one before, exactly as when it was fetched), then restores the saved
 /// timestamp, snapshot and targets on top of the newest root.
+///
+/// When the pinned root is newer than every saved root (the application shipped a newer root
+/// than the client had reached), the saved roles were verified under the newest saved root:
+/// they are restored under it, then the state moves to the pinned root, dropping the roles
+/// whose keys it rotated (see [`TrustedState::adopt_root`]). A saved role that fails its
+/// checks is an error either way.
 pub(crate) fn restore(dir: &Path, pinned_root: &[u8]) -> Result<TrustedState, RestoreError> {
     let verification = |source| RestoreError::Verification {
         dir: dir.to_owned(),
         source: Box::new(source),
     };
-    let mut root = VerifiedRoot::from_pinned(pinned_root).map_err(verification)?;
+    let io = |source| RestoreError::Io {
+        dir: dir.to_owned(),
+        source,
+    };
+    let pinned = VerifiedRoot::from_pinned(pinned_root).map_err(verification)?;
+    let mut root = pinned.clone();
     for _ in 0..MAX_SAVED_ROOTS {
         let name = format!("{}.root.json", root.version() + 1);
-        match read_saved(dir, &name, plugstore_tuf::client::MAX_ROOT_BYTES) {
+        match read_saved(dir, &name, MAX_ROOT_BYTES) {
             Ok(bytes) => root = root.verify_successor(&bytes).map_err(verification)?,
             Err(FetchError::NotFound) => break,
-            Err(FetchError::Failed(source)) => {
-                return Err(RestoreError::Io {
-                    dir: dir.to_owned(),
-                    source: io::Error::other(source),
-                });
-            }
+            Err(FetchError::Failed(source)) => return Err(io(io::Error::other(source))),
         }
     }
-    TrustedState::restore(root.bytes(), &mut SavedFiles { dir }).map_err(verification)
+    let saved = &mut SavedFiles { dir };
+    let older = match newest_saved_root_version(dir).map_err(io)? {
+        Some(newest) if newest < pinned.version() => newest,
+        _ => return TrustedState::restore(root.bytes(), saved).map_err(verification),
+    };
+    let bytes = read_saved(dir, &format!("{older}.root.json"), MAX_ROOT_BYTES)
+        .map_err(|error| io(io::Error::other(error)))?;
+    // Nothing links this root to the pinned one when versions in between were never saved,
+    // so it is checked on its own (signed by its own root keys). That is enough: a role the
+    // pinned root keeps was verified with exactly the keys and threshold it assigns.
+    let older_root = VerifiedRoot::from_pinned(&bytes).map_err(verification)?;
+    if older_root.version() != older {
+        return Err(verification(VerificationError::RootVersion {
+            expected: older,
+            offered: older_root.version(),
+        }));
+    }
+    let mut state = TrustedState::restore(older_root.bytes(), saved).map_err(verification)?;
+    state.adopt_root(pinned).map_err(verification)?;
+    Ok(state)
+}
+
+/// The highest `N` of the saved `N.root.json` files, `None` when none is saved.
+fn newest_saved_root_version(dir: &Path) -> io::Result<Option<u64>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut newest = None;
+    for entry in entries {
+        let name = entry?.file_name();
+        let version = name
+            .to_str()
+            .and_then(|name| name.strip_suffix(".root.json"))
+            .and_then(|version| version.parse::<u64>().ok());
+        newest = newest.max(version);
+    }
+    Ok(newest)
 }
 
 /// Writes the state's verified files to `dir` (each atomically) and removes saved

@@ -578,12 +578,7 @@ fn check_offer<F: Fetch + ?Sized>(
         return Err(RefusalReason::PreRelease(version));
     }
     let installed_version = current.state.current.version.clone();
-    if version <= installed_version {
-        return Err(RefusalReason::NotNewer {
-            installed: installed_version,
-            offered: version,
-        });
-    }
+    check_newer(&installed_version, &version)?;
     let package = verified_package(
         state,
         fetch,
@@ -598,6 +593,18 @@ fn check_offer<F: Fetch + ?Sized>(
         installed_version,
         package,
     })
+}
+
+/// Refuses an update to `offered` unless it is newer than the `installed` version: an update
+/// never goes back (going back is an explicit install of a version, or a rollback).
+pub(crate) fn check_newer(installed: &Version, offered: &Version) -> Result<(), RefusalReason> {
+    if offered <= installed {
+        return Err(RefusalReason::NotNewer {
+            installed: installed.clone(),
+            offered: offered.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Installed versions the signed metadata lists as blocked (with the API's reason when it

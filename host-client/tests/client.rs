@@ -121,6 +121,40 @@ async fn an_update_by_patch_is_verified_installed_and_can_be_rolled_back() {
     assert!(manifest.contains("version = \"1.0.0\""));
 }
 
+/// An update checked before a newer version was installed is no longer an update: installing
+/// it would be a silent downgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_older_than_the_version_installed_since_is_refused() {
+    let mut store = Store::new().await;
+    let old = store.publish("acme/hello", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    let hello = id("acme/hello");
+    client
+        .install(&hello, &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap();
+    let middle = store.publish("acme/hello", "1.1.0");
+    store.answer(vec![store.offer(&old, &middle, None)], vec![]);
+    let stale = client.check_updates().await.unwrap().updates.remove(0);
+    store.publish("acme/hello", "1.2.0");
+    client
+        .install(&hello, &v("1.2.0"), |_, _| {})
+        .await
+        .unwrap();
+
+    let error = client.install_update(&stale, |_, _| {}).await.unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Refused(refusal)
+            if matches!(&refusal.reason, RefusalReason::NotNewer { installed, offered }
+                if *installed == v("1.2.0") && *offered == v("1.1.0"))),
+        "{error}"
+    );
+    let state = client.install_dir().state(&hello).unwrap().unwrap();
+    assert_eq!(state.current.version, v("1.2.0"));
+    assert_eq!(state.previous.unwrap().version, v("1.0.0"));
+}
+
 /// A CDN in front of the store may serve the previous `timestamp.json` for its `max-age`. An
 /// offer the store signed in a newer snapshot is then awaited, not refused, and becomes an
 /// update once the newer timestamp arrives.
@@ -262,6 +296,40 @@ async fn a_revoked_installed_version_is_disabled_and_reported() {
     assert!(installed.path.join("plugin.toml").is_file());
 }
 
+/// Rolling back away from a revoked version and back again does not make it loadable: the
+/// client remembers which version it saw revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_version_stays_disabled_across_rollbacks() {
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    let revoked = store.publish("acme/hello", "1.1.0");
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    let hello = id("acme/hello");
+    for version in ["1.0.0", "1.1.0"] {
+        client
+            .install(&hello, &v(version), |_, _| {})
+            .await
+            .unwrap();
+    }
+    store.set_state(&revoked, VersionState::Blocked);
+    let check = client.check_updates().await.unwrap();
+    assert_eq!(check.revocations.len(), 1);
+    assert_eq!(client.loadable_path(&hello).unwrap(), None);
+
+    let back = client.rollback(&hello).await.unwrap();
+    assert_eq!(back.current.version, v("1.0.0"));
+    assert!(back.disabled.is_none(), "{back:?}");
+    assert!(client.loadable_path(&hello).unwrap().is_some());
+
+    let again = client.rollback(&hello).await.unwrap();
+    assert_eq!(again.current.version, v("1.1.0"));
+    assert_eq!(client.loadable_path(&hello).unwrap(), None);
+    let disabled = again.disabled.expect("the revocation is remembered");
+    assert_eq!(disabled.version, v("1.1.0"));
+    assert_eq!(disabled.reason, "blocked by the store");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_reason_of_a_confirmed_revocation_is_kept() {
     let mut store = Store::new().await;
@@ -395,6 +463,95 @@ async fn a_rotated_root_is_followed_and_kept_across_a_restart() {
     let log = store.take_log();
     assert!(log.contains(&"GET /tuf/3.root.json".to_owned()), "{log:?}");
     assert!(!log.contains(&"GET /tuf/2.root.json".to_owned()), "{log:?}");
+}
+
+/// One refresh may follow several rotations. Every root of the chain is saved: a restarted
+/// client verifies the saved timestamp under the root that signed it, not under the last
+/// root it could reach from the pinned one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_rotations_followed_in_one_refresh_are_kept_across_a_restart() {
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let client = store.client(dir.path());
+    client.check_updates().await.unwrap();
+
+    // Root 2 rotates the timestamp key; root 3 follows before the client checks again.
+    store.keys.timestamp = plugstore_tuf::keys::SigningKey::generate().unwrap();
+    store.publish_next_root();
+    store.publish_next_root();
+    store.refresh_timestamp();
+    client.check_updates().await.unwrap();
+    for root in ["2.root.json", "3.root.json"] {
+        assert!(dir.path().join("tuf").join(root).is_file(), "{root}");
+    }
+    drop(client);
+
+    let restarted = store
+        .client_builder(dir.path())
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    restarted.check_updates().await.unwrap();
+}
+
+/// The application ships a newer pinned root (as the guide recommends) after the store
+/// rotated an online key, and the client did not run in between: the state saved under the
+/// older root is restored and moved to the pinned root, keeping the roles whose keys did not
+/// change, instead of failing every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_pinned_root_takes_over_the_state_saved_under_an_older_root() {
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    store.publish_next_root();
+    let dir = tempfile::tempdir().unwrap();
+    store.client(dir.path()).check_updates().await.unwrap();
+    assert!(dir.path().join("tuf/2.root.json").is_file());
+
+    store.keys.timestamp = plugstore_tuf::keys::SigningKey::generate().unwrap();
+    let pinned = store.publish_next_root();
+    store.refresh_timestamp();
+    store.take_log();
+    let restarted = store
+        .client_builder(dir.path())
+        .trusted_root(pinned)
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    restarted.check_updates().await.unwrap();
+    let log = store.take_log();
+    assert!(
+        log.contains(&"GET /tuf/timestamp.json".to_owned()),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter().any(|line| line.ends_with(".targets.json")),
+        "the saved targets role (its key did not rotate) was restored, not fetched again: \
+         {log:?}"
+    );
+}
+
+/// Moving saved state to a newer pinned root is no reason to skip its checks: a damaged
+/// saved file is still an error, not a first run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_saved_timestamp_is_an_error_under_a_newer_pinned_root_too() {
+    let mut store = Store::new().await;
+    store.publish_next_root();
+    let dir = tempfile::tempdir().unwrap();
+    store.client(dir.path()).check_updates().await.unwrap();
+    store.keys.timestamp = plugstore_tuf::keys::SigningKey::generate().unwrap();
+    let pinned = store.publish_next_root();
+    store.refresh_timestamp();
+
+    let saved = dir.path().join("tuf/timestamp.json");
+    let mut bytes = std::fs::read(&saved).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&saved, bytes).unwrap();
+    let error = store
+        .client_builder(dir.path())
+        .trusted_root(pinned)
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Restore(_)), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,6 +170,11 @@ struct TrustedBin {
 #[derive(Clone, Debug)]
 pub struct TrustedState {
     root: VerifiedRoot,
+    /// The roots `root` was reached from through [`TrustedState::update_root`], oldest first.
+    /// They are saved with it: a restart follows the saved chain from its pinned root one
+    /// version at a time, and a missing link would leave it checking saved roles against an
+    /// older root's keys.
+    followed_roots: Vec<VerifiedRoot>,
     timestamp: Option<TrustedTimestamp>,
     snapshot: Option<TrustedSnapshot>,
     targets: Option<TrustedTargets>,
@@ -187,6 +192,7 @@ impl TrustedState {
     pub fn from_root(root: VerifiedRoot) -> Self {
         Self {
             root,
+            followed_roots: Vec::new(),
             timestamp: None,
             snapshot: None,
             targets: None,
@@ -204,12 +210,18 @@ impl TrustedState {
         self.snapshot.as_ref().map(|snapshot| snapshot.version)
     }
 
-    /// The verified files a host should save after an update, by file name: the root, the
+    /// The verified files a host should save after an update, by file name: every root of
+    /// the chain this state followed (oldest first, ending with the trusted root), the
     /// timestamp, the snapshot and the top-level targets. Restoring them with
     /// [`TrustedState::restore`] keeps the rollback protection across restarts. Bins are not
     /// included: they are fetched again on demand, pinned by the snapshot's versions.
     pub fn saved_files(&self) -> Vec<(String, &[u8])> {
-        let mut files = vec![(self.root.file_name(), self.root.bytes())];
+        let mut files: Vec<(String, &[u8])> = self
+            .followed_roots
+            .iter()
+            .chain(std::iter::once(&self.root))
+            .map(|root| (root.file_name(), root.bytes()))
+            .collect();
         if let Some(timestamp) = &self.timestamp {
             files.push((RoleName::Timestamp.file_name(0), &timestamp.bytes));
         }
@@ -226,7 +238,9 @@ impl TrustedState {
     }
 
     /// Restores a state from files saved with [`TrustedState::saved_files`]: `root` is the
-    /// saved root, and `saved` serves the other saved files by name.
+    /// newest saved root (the one the saved roles were verified under), and `saved` serves
+    /// the other saved files by name. To start from a newer root than that, restore, then
+    /// [`TrustedState::adopt_root`].
     ///
     /// Each file goes through the same steps as from the network, except the expiry check:
     /// an expired timestamp still tells which versions a mirror may no longer offer. Lookups
@@ -293,10 +307,34 @@ impl TrustedState {
             }
             let next = self.root.verify_successor(&bytes)?;
             self.forget_rotated_roles(&next);
-            self.root = next;
+            self.followed_roots
+                .push(std::mem::replace(&mut self.root, next));
             rotations += 1;
         }
         check_expiry(RoleName::Root, self.root.expires(), now)
+    }
+
+    /// Moves to `root`, a root the caller trusts out of band and newer than the trusted one:
+    /// typically a pinned root the application ships after the store rotated keys, while the
+    /// saved state was verified under an older root. As when a rotation is followed, the
+    /// roles whose keys `root` changed are dropped and the others kept; a kept role was
+    /// verified with the same keys and threshold `root` assigns it, so it stays trusted.
+    /// Adopting the trusted root itself changes nothing; any other root that is not newer is
+    /// refused, as the root chain never goes back.
+    pub fn adopt_root(&mut self, root: VerifiedRoot) -> Result<(), VerificationError> {
+        if root.bytes() == self.root.bytes() {
+            return Ok(());
+        }
+        if root.version() <= self.root.version() {
+            return Err(VerificationError::Rollback {
+                role: RoleName::Root,
+                trusted: self.root.version(),
+                offered: root.version(),
+            });
+        }
+        self.forget_rotated_roles(&root);
+        self.root = root;
+        Ok(())
     }
 
     /// §5.4: fetches `timestamp.json` (at most [`MAX_TIMESTAMP_BYTES`]) and checks the

@@ -12,7 +12,7 @@ use plugstore_tuf::custom::VersionState;
 use plugstore_tuf::error::{RoleName, VerificationError};
 use plugstore_tuf::keys::{RoleKeys, SigningKey};
 use plugstore_tuf::layout::{Shard, TargetFile};
-use plugstore_tuf::root::{RootDraft, RootDraftError, sign_root};
+use plugstore_tuf::root::{RootDraft, RootDraftError, VerifiedRoot, sign_root};
 use semver::Version;
 
 #[test]
@@ -273,6 +273,83 @@ fn a_rotated_root_signed_by_the_old_and_new_keys_is_followed() {
     client
         .target_info(&mut repo.server, &plugin, &Version::new(1, 0, 0), now)
         .unwrap();
+}
+
+#[test]
+fn every_root_followed_in_one_refresh_is_saved() {
+    let mut repo = Repo::new();
+    let mut client = repo.client();
+    client
+        .refresh(&mut repo.server, START.plus(minutes(1)))
+        .unwrap();
+    repo.keys.timestamp = SigningKey::generate().unwrap();
+    repo.publish_next_root(START.plus(minutes(2)));
+    repo.publish_next_root(START.plus(minutes(2)));
+    repo.refresh_timestamp(START.plus(minutes(3)));
+    client
+        .refresh(&mut repo.server, START.plus(minutes(4)))
+        .unwrap();
+    let mut roots: Vec<String> = client
+        .saved_files()
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.ends_with(".root.json"))
+        .collect();
+    roots.sort();
+    // Root 2 is the link between the pinned root and root 3 that a restart must follow; the
+    // timestamp saved with root 3 does not verify under root 1.
+    assert_eq!(roots, ["1.root.json", "2.root.json", "3.root.json"]);
+}
+
+/// A root the application trusts out of band (a newer pinned root) replaces the trusted one
+/// as a rotation would: the roles whose keys it changed are dropped, the others kept.
+#[test]
+fn a_newer_trusted_root_is_adopted_dropping_the_roles_it_rotated() {
+    let mut repo = Repo::new();
+    repo.publish(
+        &[package("acme/widget", "1.0.0", VersionState::Published)],
+        START.plus(minutes(1)),
+    );
+    let mut client = repo.client();
+    client
+        .refresh(&mut repo.server, START.plus(minutes(2)))
+        .unwrap();
+    let first = client.root().clone();
+    repo.keys.timestamp = SigningKey::generate().unwrap();
+    let second =
+        VerifiedRoot::from_pinned(&repo.publish_next_root(START.plus(minutes(3)))).unwrap();
+    repo.refresh_timestamp(START.plus(minutes(3)));
+
+    client.adopt_root(second).unwrap();
+    assert_eq!(client.root().version(), 2);
+    let mut saved: Vec<String> = client
+        .saved_files()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    saved.sort();
+    assert_eq!(saved, ["1.targets.json", "2.root.json"]);
+    repo.server.take_log();
+    client
+        .refresh(&mut repo.server, START.plus(minutes(4)))
+        .unwrap();
+    assert_eq!(
+        repo.server.take_log(),
+        ["3.root.json", "timestamp.json", "2.snapshot.json"]
+    );
+
+    let error = client.adopt_root(first).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            VerificationError::Rollback {
+                role: RoleName::Root,
+                trusted: 2,
+                offered: 1
+            }
+        ),
+        "{error}"
+    );
 }
 
 #[test]

@@ -732,6 +732,29 @@ impl Store {
         self.serve_files(vec![file]);
     }
 
+    /// Publishes the next root, signed by every root key and listing the online keys of
+    /// `self.keys` (a test that rotates an online key replaces it there first, then re-signs
+    /// that role). Returns the root file.
+    pub fn publish_next_root(&mut self) -> Vec<u8> {
+        let role = RoleKeys::new(
+            self.root_keys
+                .iter()
+                .map(|key| key.public_key().clone())
+                .collect(),
+            self.root_keys.len() as u64,
+        )
+        .unwrap();
+        let top = top_level_keys(role, &self.keys);
+        let mut draft = RootDraft::successor(&self.state.root, &top, UnixTime::now()).unwrap();
+        for key in &self.root_keys {
+            sign_root(&mut draft, key).unwrap();
+        }
+        let file = self.state.install_root(&draft.to_json().unwrap()).unwrap();
+        let bytes = file.bytes.clone();
+        self.serve_files(vec![file]);
+        bytes
+    }
+
     /// The honest API offer of `to` for a host that has `from`.
     pub fn offer(&self, from: &Published, to: &Published, patch: Option<&[u8]>) -> Value {
         let blob = |sha: Sha256| format!("{}/blobs/sha256/{}", self.url, sha.to_hex());

@@ -164,6 +164,29 @@ impl Repo {
         self.server.publish(vec![file]);
     }
 
+    /// Installs and serves the next root, signed by every root key and listing the online
+    /// keys of `self.keys` (a test that rotates an online key replaces it there first, then
+    /// re-signs that role). Returns the root file.
+    pub fn publish_next_root(&mut self, now: UnixTime) -> Vec<u8> {
+        let role = RoleKeys::new(
+            self.root_keys
+                .iter()
+                .map(|key| key.public_key().clone())
+                .collect(),
+            self.root_keys.len() as u64,
+        )
+        .unwrap();
+        let top = top_level_keys(role, &self.keys);
+        let mut draft = RootDraft::successor(&self.state.root, &top, now).unwrap();
+        for key in &self.root_keys {
+            sign_root(&mut draft, key).unwrap();
+        }
+        let file = self.state.install_root(&draft.to_json().unwrap()).unwrap();
+        let bytes = file.bytes.clone();
+        self.server.publish(vec![file]);
+        bytes
+    }
+
     /// The `signed` part of the file `name` as the server has it.
     pub fn signed_part(&self, name: &str) -> Value {
         let envelope: Value = serde_json::from_slice(&self.server.get(name)).unwrap();
