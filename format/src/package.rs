@@ -220,9 +220,20 @@ struct PathIndex {
     directories: HashMap<String, String>,
 }
 
+/// The key under which two paths name one file on some host's file system: normalised to
+/// NFC (macOS compares names normalisation-insensitively), then upper- and lowercased.
+/// Lowercasing alone misses pairs that Windows' uppercase table or macOS's case folding join:
+/// `aΣ` lowercases to `aς` (a final sigma) and `aσ` stays `aσ`, though both uppercase to `AΣ`;
+/// the Kelvin sign `K` and `k` lowercase alike but uppercase apart. Joining a pair that some
+/// file system keeps apart (`ß` and `SS`) only refuses a package that was ambiguous anyway.
+fn collision_key(path: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    path.nfc().collect::<String>().to_uppercase().to_lowercase()
+}
+
 impl PathIndex {
     fn insert(&mut self, path: &str) -> Result<(), PackageError> {
-        let folded = path.to_lowercase();
+        let folded = collision_key(path);
         if let Some(existing) = self.files.get(&folded) {
             return Err(if existing == path {
                 PackageError::DuplicatePath {
@@ -493,7 +504,7 @@ pub enum PackageError {
     /// Two paths that differ only in letter case, which would overwrite each other on Windows
     /// and macOS.
     #[error(
-        "{path:?} and {existing:?} differ only in case, so they would be the same file on Windows and macOS"
+        "{path:?} and {existing:?} differ only in case or Unicode normalisation, so they would be the same file on Windows or macOS"
     )]
     CaseCollision {
         /// The later path.
@@ -1846,6 +1857,31 @@ mod tests {
         index.insert("Ärger").unwrap();
         assert!(matches!(
             index.insert("ärger"),
+            Err(PackageError::CaseCollision { .. })
+        ));
+        // Pairs that lowercasing alone keeps apart but a file system joins: a final sigma
+        // (Windows uppercases both to `Σ`), the Kelvin sign (macOS folds it to `k`), and the
+        // two normal forms of `é` (macOS compares names in normal form).
+        for (first, second) in [
+            ("aΣ", "aσ"),
+            ("\u{212a}elvin", "kelvin"),
+            ("caf\u{e9}", "cafe\u{301}"),
+        ] {
+            let mut index = PathIndex::default();
+            index.insert(first).unwrap();
+            let joined = index.insert(second);
+            assert!(
+                matches!(joined, Err(PackageError::CaseCollision { .. })),
+                "{first:?} and {second:?}: {joined:?}"
+            );
+        }
+        // Different directories under one key are one directory: no conflict there, but
+        // the same file name below them is.
+        let mut index = PathIndex::default();
+        index.insert("dir\u{e9}/a").unwrap();
+        index.insert("DIRE\u{301}/b").unwrap();
+        assert!(matches!(
+            index.insert("DIRE\u{301}/A"),
             Err(PackageError::CaseCollision { .. })
         ));
     }
