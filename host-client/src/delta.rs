@@ -90,6 +90,8 @@ enum PatchPathError {
     ResultMismatch,
     #[error("local file: {0}")]
     Io(#[from] io::Error),
+    #[error("the patch ({patch} bytes) is not smaller than the package ({package} bytes)")]
+    NotSmaller { patch: u64, package: u64 },
 }
 
 async fn apply_from(
@@ -100,6 +102,15 @@ async fn apply_from(
     policy: &DownloadPolicy,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<(), PatchPathError> {
+    // A patch is read whole to be applied. The store only signs patches smaller than their
+    // package, so a larger one is not worth fetching, and refusing it bounds the memory a
+    // patch takes by the package's own signed length, whoever signed it.
+    if patch.expected.length >= full.length {
+        return Err(PatchPathError::NotSmaller {
+            patch: patch.expected.length,
+            package: full.length,
+        });
+    }
     let mut patch_file = dest.as_os_str().to_owned();
     patch_file.push(".patch");
     let patch_file = std::path::PathBuf::from(patch_file);

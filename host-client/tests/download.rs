@@ -267,7 +267,20 @@ mod by_patch {
         old: &[u8],
         new: &[u8],
     ) -> (Fetched, Vec<u8>) {
-        let (patch_url, _) = serve(patch_served, vec![Behaviour::Honest]).await;
+        let (fetched, bytes, _) =
+            fetch_counting(patch_served, patch_signed, base_on_disk, old, new).await;
+        (fetched, bytes)
+    }
+
+    /// As `fetch`, with the requests the patch's server received.
+    async fn fetch_counting(
+        patch_served: Vec<u8>,
+        patch_signed: &[u8],
+        base_on_disk: &[u8],
+        old: &[u8],
+        new: &[u8],
+    ) -> (Fetched, Vec<u8>, usize) {
+        let (patch_url, patch_requests) = serve(patch_served, vec![Behaviour::Honest]).await;
         let (full_url, _) = serve(new.to_vec(), vec![Behaviour::Honest]).await;
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.tar");
@@ -289,7 +302,28 @@ mod by_patch {
         .await
         .unwrap();
         assert!(!partial_path(&dest).exists());
-        (fetched, std::fs::read(&dest).unwrap())
+        let requests = patch_requests.lock().unwrap().len();
+        (fetched, std::fs::read(&dest).unwrap(), requests)
+    }
+
+    #[tokio::test]
+    async fn a_patch_not_smaller_than_its_package_is_not_fetched() {
+        let (old, new) = versions();
+        // Signed, and it would even apply: but a patch is read whole, and one as large as the
+        // package could be as large as the signer liked.
+        let mut padded = make_patch(&old, &new).unwrap();
+        padded.resize(new.len(), 0);
+        let (fetched, bytes, requests) =
+            fetch_counting(padded.clone(), &padded, &old, &old, &new).await;
+        let Fetched::Full {
+            patch_error: Some(why),
+        } = fetched
+        else {
+            panic!("{fetched:?}")
+        };
+        assert!(why.contains("not smaller"), "{why}");
+        assert_eq!(requests, 0, "the patch must not be downloaded");
+        assert!(bytes == new);
     }
 
     #[tokio::test]
