@@ -115,7 +115,7 @@ impl Metrics {
 /// would let clients create unbounded label values).
 pub async fn track(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
+    let method = labelled_method(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     app.metrics.requests.record(
@@ -125,6 +125,28 @@ pub async fn track(State(app): State<AppState>, request: Request, next: Next) ->
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// The method as a label: HTTP's own methods, and `OTHER` for any extension method. hyper
+/// accepts any token as a method, so labelling them as sent would let clients create
+/// unbounded label values (and lengthen the list each request of a route searches).
+fn labelled_method(method: &Method) -> Method {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    if STANDARD.contains(method) {
+        method.clone()
+    } else {
+        Method::from_bytes(b"OTHER").expect("a valid method token")
+    }
 }
 
 /// Upper bounds of the latency buckets, in seconds; the last bucket is `+Inf`.

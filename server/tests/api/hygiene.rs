@@ -221,6 +221,20 @@ async fn metrics_count_requests_by_route_template() {
         !metrics.contains("/api/v1/publishers/acme"),
         "raw paths must not become labels"
     );
+
+    // Nor do methods: hyper takes any token as one.
+    for n in 0..20 {
+        let method = axum::http::Method::from_bytes(format!("X{n}").as_bytes()).unwrap();
+        app.call(method, "/healthz", None, None).await;
+    }
+    let metrics = String::from_utf8(app.get("/metrics", None).await.body.to_vec()).unwrap();
+    assert!(!metrics.contains(r#"method="X1""#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"plugstore_http_requests_total{method="OTHER",route="/healthz",status="405"} 20"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
