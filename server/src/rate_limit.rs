@@ -101,7 +101,10 @@ impl RateLimits {
 
 /// The client address used as a rate-limit key: the peer address, or, when
 /// `http.trust_forwarded_for` is set, the last `X-Forwarded-For` entry: the one the trusted
-/// proxy appended. Entries before it come from the client and can be forged.
+/// proxy appended. Entries before it come from the client and can be forged. Several header
+/// lines make one list, in order (RFC 9110 §5.3), so the last entry is the last line's: a
+/// proxy that adds a line of its own (HAProxy's `option forwardfor`) leaves a client's forged
+/// line first.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
@@ -115,7 +118,9 @@ impl FromRequestParts<AppState> for ClientIp {
         if app.settings.http.trust_forwarded_for {
             let forwarded = parts
                 .headers
-                .get("x-forwarded-for")
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit(',').next())
                 .and_then(|v| v.trim().parse::<IpAddr>().ok());

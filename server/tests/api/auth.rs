@@ -269,6 +269,50 @@ async fn login_is_rate_limited_with_retry_after() {
 }
 
 #[tokio::test]
+async fn behind_a_proxy_logins_are_limited_by_the_address_the_proxy_appended() {
+    let app = TestApp::start_with(crate::harness::Stack::Embedded, |s| {
+        s.rate_limits.login_per_minute = 1;
+        s.http.trust_forwarded_for = true;
+    })
+    .await
+    .unwrap();
+    // The client forges a first line of its own each time; the proxy adds its line last,
+    // as HAProxy's `option forwardfor` does, or appends to the client's line.
+    let login = |forwarded: Vec<String>| {
+        let app = &app;
+        async move {
+            let mut request = axum::http::Request::post("/api/v1/auth/login")
+                .header("content-type", "application/json");
+            for line in forwarded {
+                request = request.header("x-forwarded-for", line);
+            }
+            let body = json!({"username": "nobody", "password": "whatever-password"}).to_string();
+            app.send(request.body(axum::body::Body::from(body)).unwrap())
+                .await
+                .status
+        }
+    };
+    let client = "192.0.2.1";
+    assert_eq!(
+        login(vec!["10.0.0.1".into(), client.into()]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(vec!["10.0.0.2".into(), client.into()]).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        login(vec![format!("10.0.0.3, {client}")]).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another client behind the same proxy has its own bucket.
+    assert_eq!(
+        login(vec!["10.0.0.1".into(), "192.0.2.2".into()]).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
 async fn registration_and_token_creation_are_rate_limited() {
     let app = TestApp::start_with(crate::harness::Stack::Embedded, |s| {
         s.rate_limits.register_per_hour = 2;
