@@ -237,6 +237,13 @@ async fn finish_problems(request: Request, next: Next) -> Response {
         obj.retain(|_, v| !v.is_null());
     }
     parts.headers.remove(header::CONTENT_LENGTH);
+    // Errors are answers about now: a CDN that kept the 404 of a root not yet published
+    // (hosts ask for `N+1.root.json` on every refresh) or of a blob still uploading would
+    // hide it after it exists. A handler that chose a lifetime keeps it.
+    parts
+        .headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     (parts, Body::from(body)).into_response()
 }

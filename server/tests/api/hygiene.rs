@@ -203,6 +203,22 @@ async fn cors_answers_preflight_for_configured_origins_only() {
 }
 
 #[tokio::test]
+async fn errors_are_not_cached() {
+    let app = embedded().await;
+    let missing_blob = format!("/blobs/sha256/{}", "0".repeat(64));
+    for path in [
+        "/tuf/99.root.json",
+        missing_blob.as_str(),
+        "/api/v1/plugins/acme/none",
+        "/no/such/route",
+    ] {
+        let response = app.get(path, None).await;
+        assert_eq!(response.status, axum::http::StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(response.header("cache-control"), Some("no-store"), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn metrics_count_requests_by_route_template() {
     let app = embedded().await;
     app.get("/api/v1/publishers/acme", None).await;
