@@ -94,25 +94,38 @@ fn redirect(location: &str, cache_control: &'static str) -> ApiResult<Response> 
         .into_response())
 }
 
-/// A blocked version's package, and every patch that makes it, is never served (copies
-/// already in caches cannot be recalled; clients learn of the block from the signed metadata).
-async fn refuse_blocked_package(app: &AppState, digest: &BlobDigest) -> ApiResult<()> {
-    let blocked: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM plugin_versions WHERE package_digest = $1 AND state = 'blocked' \
+/// The package of a version that is blocked in effect (the version or its plugin blocked,
+/// or its signing certificate revoked: what the signed metadata says), or rejected, and
+/// every patch that makes one, is never served. Copies already in caches cannot be recalled;
+/// clients learn of a block from the signed metadata. A rejected upload must not stay
+/// downloadable from the store's own domain, where a link to it looks endorsed. Versions
+/// still being scanned or reviewed stay downloadable: the scanner and reviewers fetch them,
+/// and only their uploader and the store know their digests.
+async fn refuse_withdrawn_package(app: &AppState, digest: &BlobDigest) -> ApiResult<()> {
+    const WITHDRAWN: &str = "(v.state IN ('blocked', 'rejected') \
+        OR EXISTS (SELECT 1 FROM plugins p WHERE p.id = v.plugin_id AND p.blocked_at IS NOT NULL) \
+        OR EXISTS (SELECT 1 FROM certificates c WHERE c.fingerprint = v.signer_fingerprint AND c.revoked_at IS NOT NULL))";
+    let withdrawn: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT v.state FROM plugin_versions v WHERE v.package_digest = $1 AND {WITHDRAWN} \
          UNION ALL \
-         SELECT 1 FROM deltas d JOIN plugin_versions t ON t.id = d.target_version_id \
-         WHERE d.patch_digest = $1 AND t.state = 'blocked' LIMIT 1",
-    )
+         SELECT v.state FROM deltas d JOIN plugin_versions v ON v.id = d.target_version_id \
+         WHERE d.patch_digest = $1 AND {WITHDRAWN} LIMIT 1"
+    ))
     .bind(digest.to_hex())
     .fetch_optional(&app.db.pool)
     .await?;
-    match blocked {
+    match withdrawn.as_deref() {
+        None => Ok(()),
+        Some("rejected") => Err(ApiError::not_found(format!(
+            "blob sha256:{} is the package of a version the store's moderators rejected, or a patch to it",
+            digest.to_hex()
+        ))
+        .with_code("rejected")),
         Some(_) => Err(ApiError::not_found(format!(
-            "blob sha256:{} is the package of a version blocked by the store's moderators, or a patch to it",
+            "blob sha256:{} is the package of a version blocked by the store's moderators or signed with a revoked certificate, or a patch to it",
             digest.to_hex()
         ))
         .with_code("blocked")),
-        None => Ok(()),
     }
 }
 
@@ -134,7 +147,7 @@ pub async fn get_blob(
     let digest: BlobDigest = hex.parse().map_err(|_| {
         ApiError::invalid("a blob is named by 64 lowercase hex digits of its SHA-256")
     })?;
-    refuse_blocked_package(&app, &digest).await?;
+    refuse_withdrawn_package(&app, &digest).await?;
     let cdn = app.settings.blobs.cdn_base_url.trim_end_matches('/');
     if !cdn.is_empty() {
         return redirect(

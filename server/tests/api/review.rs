@@ -850,6 +850,17 @@ async fn descriptions_show_once_published(stack: Stack) {
         .await;
     assert_eq!(rejected.status, StatusCode::OK);
     assert_eq!(shown().await, "Greets politely");
+    // Nor is the rejected package served from the store's domain.
+    let blob = |package: Vec<u8>| format!("/blobs/sha256/{}", PackageDigest::of(&package).to_hex());
+    let refused = app
+        .get(&blob(described("1.1.0", "Log in at evil.example")), None)
+        .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    assert_eq!(refused.json()["code"], "rejected");
+    let approved = app
+        .get(&blob(described("1.0.0", "Greets politely")), None)
+        .await;
+    assert_eq!(approved.status, StatusCode::OK);
 
     // A clean later version is published at once, and its description with it.
     cast.publish_scanned("1.2.0", described("1.2.0", "Greets warmly"), "low")

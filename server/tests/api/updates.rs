@@ -387,6 +387,9 @@ both_stacks! {
         app.sign_and_follow().await;
         let answer = check(&app, request(&[("acme/hello", "1.0.0", &v1)], "stable", "install-0001")).await;
         assert_eq!(answer["revocations"][0]["reason"], "certificate-revoked", "{answer}");
+        let download = app.get(&format!("/blobs/sha256/{}", sha256_hex(&v1)), None).await;
+        assert_eq!(download.status, StatusCode::NOT_FOUND, "the metadata and /blobs agree");
+        assert_eq!(download.json()["code"], "blocked");
         let listed = app.get("/api/v1/publishers/acme/certificates", None).await.json();
         assert!(listed.as_array().unwrap().iter().all(|certificate| certificate["revoked_at"].is_string()), "{listed}");
 
