@@ -176,6 +176,8 @@ pub struct HttpSettings {
     pub trust_forwarded_for: bool,
     /// Maximum concurrent blob downloads served by this replica.
     pub max_concurrent_downloads: usize,
+    /// A connection whose client reads nothing of its answer for this long is closed.
+    pub send_timeout_secs: u64,
     /// Threads serving plain HTTP, each with its own event loop; 0 means one per CPU.
     pub threads: usize,
 }
@@ -367,6 +369,7 @@ impl Default for HttpSettings {
             cors_allowed_origins: Vec::new(),
             trust_forwarded_for: false,
             max_concurrent_downloads: 512,
+            send_timeout_secs: 60,
             threads: 0,
         }
     }
@@ -694,6 +697,11 @@ impl Settings {
     /// Whether the server terminates TLS itself.
     pub fn tls_enabled(&self) -> bool {
         !self.tls.cert.is_empty()
+    }
+
+    /// `http.send_timeout_secs`, at least a second.
+    pub fn send_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.http.send_timeout_secs.max(1))
     }
 
     /// How many threads serve plain HTTP: `http.threads`, or one per CPU when it is 0.

@@ -25,6 +25,7 @@ pub mod release_metadata;
 pub mod releases;
 pub mod router;
 pub mod secrets;
+pub mod send_timeout;
 pub mod serve;
 pub mod signing;
 pub mod upload;

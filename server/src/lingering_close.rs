@@ -24,6 +24,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::send_timeout::SendTimeout;
+
 /// The longest a closing connection is read from (nginx's `lingering_time`). A client that
 /// is still sending after this gets the reset: its upload could not have been of any use.
 pub const LINGER_TIME: Duration = Duration::from_secs(30);
@@ -152,16 +154,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringClose<S> {
 }
 
 /// axum-server's acceptor for TLS: lingers on the TCP connection beneath TLS, once the TLS
-/// session has sent its `close_notify`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LingeringAcceptor;
+/// session has sent its `close_notify`, and gives up on a client that reads nothing for
+/// `send_timeout` ([`SendTimeout`]), as plain HTTP connections do.
+#[derive(Debug, Clone, Copy)]
+pub struct LingeringAcceptor {
+    /// `http.send_timeout_secs`.
+    pub send_timeout: Duration,
+}
 
 impl<I, S> axum_server::accept::Accept<I, S> for LingeringAcceptor {
-    type Stream = LingeringClose<I>;
+    type Stream = LingeringClose<SendTimeout<I>>;
     type Service = S;
     type Future = std::future::Ready<io::Result<(Self::Stream, Self::Service)>>;
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
+        let stream = SendTimeout::new(stream, self.send_timeout);
         std::future::ready(Ok((LingeringClose::new(stream), service)))
     }
 }

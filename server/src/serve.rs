@@ -11,6 +11,7 @@ use crate::app::AppState;
 use crate::config::{ScanPolicy, Settings};
 use crate::lingering_close::{LingeringAcceptor, LingeringClose};
 use crate::router;
+use crate::send_timeout::SendTimeout;
 
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -82,14 +83,25 @@ pub async fn run(app: AppState, listener: TcpListener) -> anyhow::Result<()> {
             });
             tracing::info!(%addr, "serving HTTPS");
             axum_server::from_tcp_rustls(listener.into_std()?, tls)
-                .map(|tls| tls.acceptor(LingeringAcceptor))
+                .map(|tls| {
+                    tls.acceptor(LingeringAcceptor {
+                        send_timeout: settings.send_timeout(),
+                    })
+                })
                 .handle(handle)
                 .serve(router.into_make_service_with_connect_info::<SocketAddr>())
                 .await?;
         } else {
             let threads = settings.http_threads();
             tracing::info!(%addr, threads, "serving HTTP");
-            serve_on_threads(listener, router, threads, stop_rx.clone()).await?;
+            serve_on_threads(
+                listener,
+                router,
+                threads,
+                settings.send_timeout(),
+                stop_rx.clone(),
+            )
+            .await?;
         }
         anyhow::Ok(())
     };
@@ -114,6 +126,7 @@ async fn serve_on_threads(
     listener: TcpListener,
     router: axum::Router,
     threads: usize,
+    send_timeout: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let local_addr = listener.local_addr()?;
@@ -135,12 +148,16 @@ async fn serve_on_threads(
                     .and_then(|runtime| {
                         runtime.block_on(async move {
                             tokio::spawn(keep_a_timer_armed());
-                            let connections = DealtConnections { dealt, local_addr }
-                                // Answers are written whole, and a response's last bytes
-                                // should not wait for the client's ACK of its first.
-                                .tap_io(|connection| {
-                                    let _ = connection.get_ref().set_nodelay(true);
-                                });
+                            let connections = DealtConnections {
+                                dealt,
+                                local_addr,
+                                send_timeout,
+                            }
+                            // Answers are written whole, and a response's last bytes
+                            // should not wait for the client's ACK of its first.
+                            .tap_io(|connection| {
+                                let _ = connection.get_ref().get_ref().set_nodelay(true);
+                            });
                             let service =
                                 router.into_make_service_with_connect_info::<SocketAddr>();
                             axum::serve(connections, service)
@@ -240,10 +257,11 @@ async fn deal_connections(
 struct DealtConnections {
     dealt: tokio::sync::mpsc::Receiver<DealtConnection>,
     local_addr: SocketAddr,
+    send_timeout: Duration,
 }
 
 impl axum::serve::Listener for DealtConnections {
-    type Io = LingeringClose<tokio::net::TcpStream>;
+    type Io = LingeringClose<SendTimeout<tokio::net::TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -253,7 +271,10 @@ impl axum::serve::Listener for DealtConnections {
                 return std::future::pending().await;
             };
             match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => return (LingeringClose::new(stream), addr),
+                Ok(stream) => {
+                    let stream = SendTimeout::new(stream, self.send_timeout);
+                    return (LingeringClose::new(stream), addr);
+                }
                 Err(e) => tracing::warn!(error = %e, "could not register a dealt connection"),
             }
         }

@@ -597,6 +597,69 @@ fn collect_blobs_deletes_only_old_unnamed_blobs() {
     assert!(paths[1].exists());
 }
 
+/// A client that asks for a blob and then reads nothing gives its download slot back after
+/// `http.send_timeout_secs`: until then the only slot is taken, afterwards others download.
+#[tokio::test]
+async fn a_client_that_stops_reading_gives_its_download_slot_back() {
+    use std::io::Write as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    // More than loopback's socket buffers hold, so the answer waits for the reader.
+    let blob = vec![7u8; 48 * 1024 * 1024];
+    let digest = plugstore_server::blobs::BlobDigest::of(&blob).to_hex();
+    let shard = dir
+        .path()
+        .join("plugstore-data/blobs/sha256")
+        .join(&digest[..2]);
+    std::fs::create_dir_all(&shard).unwrap();
+    std::fs::write(shard.join(&digest), &blob).unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _server = start_on_threads(
+        dir.path(),
+        port,
+        1,
+        &[
+            ("PLUGSTORE_HTTP_MAX_CONCURRENT_DOWNLOADS", "1"),
+            ("PLUGSTORE_HTTP_SEND_TIMEOUT_SECS", "1"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    wait_ready(&client, &url).await;
+    let path = format!("/blobs/sha256/{digest}");
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stalled, "GET {path} HTTP/1.1\r\nHost: store\r\n\r\n").unwrap();
+    let download = || async {
+        client
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    // Time for the store to start the answer and fill the socket's buffers.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The slot is held while the client stalls ...
+    let mut statuses = vec![download().await];
+    let started = Instant::now();
+    // ... and given back once a write has waited a second; 503s until then.
+    while *statuses.last().unwrap() != 200 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        statuses.push(download().await);
+    }
+    assert_eq!(
+        statuses.first().map(|s| s.as_u16()),
+        Some(503),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.last().map(|s| s.as_u16()),
+        Some(200),
+        "{statuses:?}"
+    );
+    drop(stalled);
+}
+
 /// An upload the store refuses before reading its body (here: it has no token) is answered
 /// with the problem, not a reset, although the client is still sending far more than the
 /// socket buffers hold when the answer is written (see `plugstore_server::lingering_close`).
