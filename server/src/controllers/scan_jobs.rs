@@ -367,7 +367,8 @@ pub async fn report_scan_job(
         .unwrap_or(Severity::Info);
     let now = db::now();
     let mut tx = app.db.pool.begin().await?;
-    let done = sqlx::query("UPDATE scan_jobs SET state = 'done', updated_at = $1 WHERE id = $2 AND state = 'leased' AND lease_owner = $3 RETURNING version_id")
+    // A lease that has run out is over even before another worker claims the job.
+    let done = sqlx::query("UPDATE scan_jobs SET state = 'done', updated_at = $1 WHERE id = $2 AND state = 'leased' AND lease_owner = $3 AND lease_expires_at >= $1 RETURNING version_id")
         .bind(now)
         .bind(path.id)
         .bind(&worker)
@@ -424,7 +425,7 @@ pub async fn fail_scan_job(
     let row = sqlx::query(
         "UPDATE scan_jobs SET state = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END, lease_owner = NULL, \
          lease_expires_at = NULL, last_error = $2, updated_at = $3 \
-         WHERE id = $4 AND state = 'leased' AND lease_owner = $5 RETURNING state, version_id",
+         WHERE id = $4 AND state = 'leased' AND lease_owner = $5 AND lease_expires_at >= $3 RETURNING state, version_id",
     )
     .bind(i64::from(app.settings.scan.max_attempts))
     .bind(&error)

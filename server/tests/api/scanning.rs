@@ -229,6 +229,23 @@ async fn scenario(stack: Stack) {
         .execute(&app.app.db.pool)
         .await
         .unwrap();
+    // Its lease is over even before another worker claims the job: what it reports now
+    // might be another's work, or a worker's with the same name.
+    let late_report =
+        json!({"worker": "doomed", "findings": [], "scanner_version": "test", "duration_ms": 5});
+    for (action, body) in [
+        ("report", late_report),
+        ("fail", json!({"worker": "doomed", "error": "late"})),
+    ] {
+        let late = app
+            .post(
+                &format!("/internal/v1/scan-jobs/{}/{action}", first["job_id"]),
+                Some(&token),
+                body,
+            )
+            .await;
+        assert_eq!(late.status, StatusCode::CONFLICT, "{action}");
+    }
     let again = app
         .post(
             "/internal/v1/scan-jobs/claim",
