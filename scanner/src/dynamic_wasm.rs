@@ -36,8 +36,8 @@ use wasmtime::{
 };
 
 use crate::findings::{
-    Finding, FindingCollector, MAX_EVIDENCE_CHARS, MAX_LOCATION_CHARS, Metrics, StaticAnalysis,
-    bounded_text,
+    Finding, FindingCollector, MAX_EVIDENCE_BYTES, MAX_LOCATION_BYTES, Metrics, Severity,
+    StaticAnalysis, bounded_text,
 };
 use crate::rules;
 
@@ -51,6 +51,10 @@ pub const DEFAULT_MAX_MEMORY_BYTES: usize = 256 << 20;
 pub const DEFAULT_MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Most tables of the instance.
 pub const DEFAULT_MAX_TABLES: usize = 16;
+/// Most memories of the instance: multi-memory is off, so a valid module has at most one.
+const MAX_MEMORIES: usize = 1;
+/// Most instances in the store: the plugin's own.
+const MAX_INSTANCES: usize = 1;
 /// Most bytes of wasm stack; deep recursion traps well before the native stack is at risk.
 pub const DEFAULT_MAX_WASM_STACK: usize = 512 << 10;
 /// Largest output of one `plugstore_handle` call that is not a finding.
@@ -131,8 +135,10 @@ mod duration_ms {
 }
 
 /// Runs the module and reports what it did. `bytes` must have passed the static validation
-/// (no `wasm.invalid`); a module that still fails to compile or instantiate gets a
-/// `dynamic.not-run` finding.
+/// (no `wasm.invalid`). A module that still cannot be run gets a `dynamic.not-run` finding,
+/// high unless an import no host provides explains it, and one that needs more than the
+/// store's limits a `dynamic.resource-limit` finding: a module must not escape the run by
+/// being refused it.
 pub fn analyze_wasm_dynamic(
     bytes: &[u8],
     declared: &[Capability],
@@ -159,14 +165,12 @@ pub fn analyze_wasm_dynamic_into(
         outputs: Vec::new(),
         limits,
         memory_limit_reported: false,
+        unlinked_imports: Vec::new(),
     };
     let state = match run.execute(bytes, declared) {
         Ok(state) => Some(state),
-        Err(reason) => {
-            run.findings.push(
-                Finding::new(&rules::DYNAMIC_NOT_RUN, "the module could not be run")
-                    .with_evidence(reason),
-            );
+        Err(not_run) => {
+            run.findings.push(not_run);
             None
         }
     };
@@ -187,7 +191,7 @@ pub fn analyze_wasm_dynamic_into(
             "dynamic.stdio_head".into(),
             json!(bounded_text(
                 &String::from_utf8_lossy(&state.stdio),
-                MAX_EVIDENCE_CHARS
+                MAX_EVIDENCE_BYTES
             )),
         );
         let calls: serde_json::Map<String, serde_json::Value> = state
@@ -196,7 +200,7 @@ pub fn analyze_wasm_dynamic_into(
             .map(|((module, name), record)| {
                 (
                     // Names of unknown imports come from the module.
-                    bounded_text(&format!("{module}.{name}"), MAX_LOCATION_CHARS),
+                    bounded_text(&format!("{module}.{name}"), MAX_LOCATION_BYTES),
                     json!({"count": record.count, "first_args": record.first_args}),
                 )
             })
@@ -326,23 +330,39 @@ struct PluginRun<'a> {
     outputs: Vec<u64>,
     limits: &'a DynamicLimits,
     memory_limit_reported: bool,
+    /// Imports the linker leaves undefined (memories, tables, globals), which make
+    /// instantiation fail in every host, not only here.
+    unlinked_imports: Vec<String>,
 }
 
 impl PluginRun<'_> {
-    /// Compiles, instantiates and calls the plugin. `Err` when it cannot even be
-    /// instantiated for a reason that is not the plugin's behaviour.
-    fn execute(&mut self, bytes: &[u8], declared: &[Capability]) -> Result<HostState, String> {
-        let engine = Engine::new(&untrusted_config(self.limits)).map_err(|e| format!("{e:#}"))?;
-        let module = Module::new(&engine, bytes).map_err(|e| format!("{e:#}"))?;
+    /// Compiles, instantiates and calls the plugin. `Err` with the finding when it cannot
+    /// even be compiled or set up.
+    fn execute(&mut self, bytes: &[u8], declared: &[Capability]) -> Result<HostState, Finding> {
+        // The module validated with the features this engine enables, so a failure to compile
+        // it is the scanner's, and the plugin may well compile in a host: nothing vouches
+        // for it.
+        let not_compiled = |error: wasmtime::Error| {
+            Finding::new(
+                &rules::DYNAMIC_NOT_RUN,
+                "the module passed validation but could not be compiled or linked for the \
+                 dynamic run",
+            )
+            .with_severity(Severity::High)
+            .with_evidence(format!("{error:#}"))
+        };
+        let engine = Engine::new(&untrusted_config(self.limits)).map_err(not_compiled)?;
+        let module = Module::new(&engine, bytes).map_err(not_compiled)?;
+        self.check_store_limits(&module)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        define_imports(&mut linker, &module).map_err(|e| format!("{e:#}"))?;
+        self.unlinked_imports = define_imports(&mut linker, &module).map_err(not_compiled)?;
 
         let limiter = RecordingLimiter {
             inner: StoreLimitsBuilder::new()
                 .memory_size(self.limits.max_memory_bytes)
                 .table_elements(self.limits.max_table_elements)
-                .instances(1)
-                .memories(1)
+                .instances(MAX_INSTANCES)
+                .memories(MAX_MEMORIES)
                 .tables(DEFAULT_MAX_TABLES)
                 .build(),
             max_memory_bytes: self.limits.max_memory_bytes,
@@ -373,6 +393,45 @@ impl PluginRun<'_> {
             self.report_memory_limit(None);
         }
         Ok(store.into_data())
+    }
+
+    /// What the store refuses at instantiation, checked before: Wasmtime reports it as a
+    /// plain error, like a missing import, but unlike a missing import it says nothing about
+    /// whether hosts can run the plugin, and the plugin's code would not run here at all.
+    /// Memory is left to the limiter, which reports an initial size above the limit as
+    /// `dynamic.memory-limit`.
+    fn check_store_limits(&self, module: &Module) -> Result<(), Finding> {
+        let required = module.resources_required();
+        let mut over = Vec::new();
+        if required.num_tables as usize > DEFAULT_MAX_TABLES {
+            over.push(format!(
+                "{} tables (the run allows {DEFAULT_MAX_TABLES})",
+                required.num_tables
+            ));
+        }
+        if required.num_memories as usize > MAX_MEMORIES {
+            over.push(format!(
+                "{} memories (the run allows {MAX_MEMORIES})",
+                required.num_memories
+            ));
+        }
+        if let Some(elements) = required.max_initial_table_size
+            && elements > self.limits.max_table_elements as u64
+        {
+            over.push(format!(
+                "a table of {elements} elements (the run allows {})",
+                self.limits.max_table_elements
+            ));
+        }
+        if over.is_empty() {
+            return Ok(());
+        }
+        let over = over.join(", ");
+        Err(Finding::new(
+            &rules::DYNAMIC_RESOURCE_LIMIT,
+            format!("the module was not run: it needs {over}"),
+        )
+        .with_evidence(over))
     }
 
     /// The host's sequence of calls; stops at the first fatal fault.
@@ -423,8 +482,9 @@ impl PluginRun<'_> {
             match self.metered(store, EXPORT_INIT, |store| init.call(store, ())) {
                 Ok(0) => {}
                 Ok(status) => {
-                    self.traps
-                        .push(format!("{EXPORT_INIT} returned {status} (refuses to load)"));
+                    self.record_trap(&format!(
+                        "{EXPORT_INIT} returned {status} (refuses to load)"
+                    ));
                     return;
                 }
                 Err(_) => return,
@@ -445,7 +505,7 @@ impl PluginRun<'_> {
                 Err(CallFailure::Recoverable) => continue,
             };
             if ptr == 0 && len > 0 {
-                self.traps.push(format!("{EXPORT_ALLOC}({len}) returned 0"));
+                self.record_trap(&format!("{EXPORT_ALLOC}({len}) returned 0"));
                 continue;
             }
             if memory
@@ -534,29 +594,23 @@ impl PluginRun<'_> {
             Some(trap) => trap.to_string(),
             None => error.root_cause().to_string(),
         };
-        self.traps.push(format!("{what}: {}", first_line(&message)));
+        self.record_trap(&format!("{what}: {}", first_line(&message)));
         if error.downcast_ref::<ProcExit>().is_some() {
             // Ending through WASI is allowed; only the rest of the run is lost.
             return CallFailure::Fatal;
+        }
+        if error.downcast_ref::<UnknownImportCalled>().is_some() {
+            // Already reported by the stub (a start function may call one, too).
+            return CallFailure::Recoverable;
         }
         if what == INSTANTIATION
             && error.downcast_ref::<Trap>().is_none()
             && !store.data().limiter.memory_refused
         {
-            // Linking failed (a memory, table or global import no host provides), which the
-            // static analysis reports; nothing of the plugin ran.
-            self.findings.push(
-                Finding::new(
-                    &rules::DYNAMIC_NOT_RUN,
-                    "the module could not be instantiated for the dynamic run",
-                )
-                .with_evidence(first_line(&message)),
-            );
+            let finding = not_instantiated(&self.unlinked_imports);
+            self.findings
+                .push(finding.with_evidence(first_line(&message)));
             return CallFailure::Fatal;
-        }
-        if error.downcast_ref::<UnknownImportCalled>().is_some() {
-            // Already reported by the stub.
-            return CallFailure::Recoverable;
         }
         let evidence = first_line(&message).to_owned();
         match error.downcast_ref::<Trap>() {
@@ -619,6 +673,12 @@ impl PluginRun<'_> {
         }
     }
 
+    /// Keeps how a call ended early for the `dynamic.traps` metric. The text can name the
+    /// module's imports, which can be any length.
+    fn record_trap(&mut self, text: &str) {
+        self.traps.push(bounded_text(text, MAX_EVIDENCE_BYTES));
+    }
+
     fn report_memory_limit(&mut self, failed: Option<(&str, String)>) {
         self.memory_limit_reported = true;
         let limit = self.limits.max_memory_bytes >> 20;
@@ -635,6 +695,32 @@ impl PluginRun<'_> {
             .with_evidence("memory.grow refused by the store limiter"),
         };
         self.findings.push(finding);
+    }
+}
+
+/// The finding for an instantiation that failed without a trap or a refused memory, before
+/// any of the plugin's code ran.
+fn not_instantiated(unlinked_imports: &[String]) -> Finding {
+    if unlinked_imports.is_empty() {
+        // Every import was defined, so the store refused the instance: a limit
+        // `check_store_limits` does not know. Nothing ran, and nothing says hosts would refuse
+        // it too.
+        Finding::new(
+            &rules::DYNAMIC_NOT_RUN,
+            "the module could not be instantiated for the dynamic run, though every import was \
+             provided",
+        )
+        .with_severity(Severity::High)
+    } else {
+        // Linking failed (a memory, table or global import no host provides), which the
+        // static analysis reports; no host can instantiate it either.
+        Finding::new(
+            &rules::DYNAMIC_NOT_RUN,
+            format!(
+                "the module could not be instantiated for the dynamic run: no host provides {}",
+                unlinked_imports.join(", ")
+            ),
+        )
     }
 }
 
@@ -710,10 +796,16 @@ impl Deadline {
 
 /// Satisfies every function import of the module: ABI functions with their exact type get
 /// instrumented host functions, everything else a stub that traps when called. Non-function
-/// imports are left undefined, so instantiation fails (the static analysis reports them).
-fn define_imports(linker: &mut Linker<HostState>, module: &Module) -> wasmtime::Result<()> {
+/// imports are left undefined, so instantiation fails (the static analysis reports them);
+/// returns their names.
+fn define_imports(
+    linker: &mut Linker<HostState>,
+    module: &Module,
+) -> wasmtime::Result<Vec<String>> {
+    let mut unlinked = Vec::new();
     for import in module.imports() {
         let ExternType::Func(ty) = import.ty() else {
+            unlinked.push(format!("{}.{}", import.module(), import.name()));
             continue;
         };
         let (module_name, name) = (import.module().to_owned(), import.name().to_owned());
@@ -758,7 +850,7 @@ fn define_imports(linker: &mut Linker<HostState>, module: &Module) -> wasmtime::
             }
         }
     }
-    Ok(())
+    Ok(unlinked)
 }
 
 fn abi_type(ty: &ValType) -> Option<abi::AbiType> {
@@ -939,5 +1031,22 @@ fn fd_write(caller: &mut Caller<'_, HostState>, memory: Memory, arg: &dyn Fn(usi
     match memory.write(&mut *caller, arg(3) as u32 as usize, &written.to_le_bytes()) {
         Ok(()) => 0,
         Err(_) => WASI_EFAULT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused instance that no missing import explains is not the benign "not run": the
+    /// store refused it for a limit of the scanner's, and hosts may well run it.
+    #[test]
+    fn only_a_missing_import_makes_a_refused_instance_medium() {
+        let refused = not_instantiated(&[]);
+        assert_eq!(refused.rule, rules::DYNAMIC_NOT_RUN.id);
+        assert_eq!(refused.severity, Severity::High);
+        let unlinked = not_instantiated(&["env.memory".to_owned()]);
+        assert_eq!(unlinked.severity, Severity::Medium);
+        assert!(unlinked.message.ends_with("env.memory"), "{unlinked:?}");
     }
 }

@@ -4,6 +4,10 @@
 //! report is shown to reviewers and stored: every text field is bounded and stripped of
 //! control characters, and the number of findings is bounded per rule and per report. Counts
 //! of what was left out are kept, so nothing disappears silently.
+//!
+//! Bounds are in bytes after escaping, as the server counts them: the server refuses a
+//! report with a field or a body over its limits whole, which would lose every finding in
+//! it, the critical ones included.
 
 use std::collections::BTreeMap;
 
@@ -11,12 +15,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::rules::{self, Rule};
 
-/// Most characters of a finding's evidence.
-pub const MAX_EVIDENCE_CHARS: usize = 256;
-/// Most characters of a finding's message.
-pub const MAX_MESSAGE_CHARS: usize = 1024;
-/// Most characters of a finding's location.
-pub const MAX_LOCATION_CHARS: usize = 256;
+/// Longest text field of a finding the server accepts, in bytes (`MAX_FINDING_TEXT` of its
+/// scan-job API). A report with a longer field is refused whole, and with it every finding,
+/// so each field's own limit below is at most this.
+pub const MAX_FINDING_FIELD_BYTES: usize = 4096;
+/// Most bytes of a finding's evidence, escapes and the cut mark included.
+pub const MAX_EVIDENCE_BYTES: usize = 256;
+/// Most bytes of a finding's message, escapes and the cut mark included.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// Most bytes of a finding's location, escapes and the cut mark included.
+pub const MAX_LOCATION_BYTES: usize = 256;
+const _: () = assert!(
+    MAX_EVIDENCE_BYTES <= MAX_FINDING_FIELD_BYTES
+        && MAX_MESSAGE_BYTES <= MAX_FINDING_FIELD_BYTES
+        && MAX_LOCATION_BYTES <= MAX_FINDING_FIELD_BYTES
+);
+/// Most bytes of a report's findings as JSON. The server refuses a request body above 1 MiB
+/// (its default `http.max_json_body_bytes`); the metrics and the worker's fields have the
+/// rest. Findings beyond it are counted like those beyond [`MAX_FINDINGS_PER_REPORT`].
+pub const MAX_FINDINGS_JSON_BYTES: usize = 512 << 10;
+/// Most bytes of one string in the metrics (a name, a trap, a path), escapes included.
+pub const MAX_METRIC_TEXT_BYTES: usize = 1024;
+/// Most bytes of a report's metrics as JSON; the largest metrics are left out beyond it.
+pub const MAX_METRICS_JSON_BYTES: usize = 256 << 10;
 /// Most findings of one rule in a report; the most severe are kept.
 pub const MAX_FINDINGS_PER_RULE: usize = 20;
 /// Most findings in a report (plus one note counting what was left out); the most severe
@@ -64,7 +85,7 @@ pub struct Finding {
     pub severity: Severity,
     /// What was found, in a sentence.
     pub message: String,
-    /// The offending bytes or names, bounded to [`MAX_EVIDENCE_CHARS`].
+    /// The offending bytes or names, bounded to [`MAX_EVIDENCE_BYTES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
     /// Where: file path and section, segment or offset.
@@ -78,7 +99,7 @@ impl Finding {
         Self {
             rule: rule.id.to_owned(),
             severity: rule.severity,
-            message: bounded_text(message.as_ref(), MAX_MESSAGE_CHARS),
+            message: bounded_text(message.as_ref(), MAX_MESSAGE_BYTES),
             evidence: None,
             location: None,
         }
@@ -92,14 +113,14 @@ impl Finding {
 
     /// Attaches evidence, bounded and sanitised.
     pub fn with_evidence(mut self, evidence: impl AsRef<str>) -> Self {
-        self.evidence = Some(bounded_text(evidence.as_ref(), MAX_EVIDENCE_CHARS));
+        self.evidence = Some(bounded_text(evidence.as_ref(), MAX_EVIDENCE_BYTES));
         self
     }
 
     /// Attaches evidence from raw bytes: printable ASCII kept, everything else escaped.
     pub fn with_evidence_bytes(self, evidence: &[u8]) -> Self {
         // Bound before escaping, so a huge match costs no more than the evidence kept.
-        let head = &evidence[..evidence.len().min(MAX_EVIDENCE_CHARS * 2)];
+        let head = &evidence[..evidence.len().min(MAX_EVIDENCE_BYTES * 2)];
         let mut text = head.escape_ascii().to_string();
         if head.len() < evidence.len() {
             text.push('…');
@@ -109,7 +130,7 @@ impl Finding {
 
     /// Attaches a location.
     pub fn with_location(mut self, location: impl AsRef<str>) -> Self {
-        self.location = Some(bounded_text(location.as_ref(), MAX_LOCATION_CHARS));
+        self.location = Some(bounded_text(location.as_ref(), MAX_LOCATION_BYTES));
         self
     }
 
@@ -123,23 +144,61 @@ impl Finding {
     }
 }
 
-/// `text` with control characters escaped and cut to `max_chars` characters (the cut marked
-/// with `…`), so that it is safe to store, log and show.
-pub fn bounded_text(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars * 2));
-    for (count, c) in text.chars().enumerate() {
-        if count >= max_chars {
-            out.pop();
-            out.push('…');
-            return out;
-        }
+/// `text` with control characters escaped and cut to at most `max_bytes` bytes of UTF-8,
+/// the cut marked with `…`, so that it is safe to store, log and show.
+///
+/// The bound is on what is kept, not on the input: one escaped character takes up to six
+/// bytes (`\u{85}`), and the server's limits are on bytes. A cut falls between characters
+/// and never inside an escape.
+pub fn bounded_text(text: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_bytes));
+    // The longest prefix of `out` after which the cut mark still fits.
+    let mut cut_at = 0;
+    for c in text.chars() {
         if c.is_control() {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
+        if out.len() > max_bytes {
+            out.truncate(cut_at);
+            if cut_at + CUT_MARK.len_utf8() <= max_bytes {
+                out.push(CUT_MARK);
+            }
+            return out;
+        }
+        if out.len() + CUT_MARK.len_utf8() <= max_bytes {
+            cut_at = out.len();
+        }
     }
     out
+}
+
+/// Room kept in [`MAX_FINDINGS_JSON_BYTES`] for the [`rules::SCANNER_FINDINGS_OMITTED`]
+/// note: its fields are bounded, JSON at most doubles them (control characters are escaped
+/// already, so only quotes and backslashes grow), and the field names take the rest.
+const OMITTED_NOTE_JSON_BYTES: usize = 2 * (MAX_MESSAGE_BYTES + MAX_EVIDENCE_BYTES) + 256;
+
+/// What ends a cut text.
+const CUT_MARK: char = '…';
+
+/// Bytes of `value` as compact JSON, as the worker posts it.
+fn json_len(value: &impl Serialize) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and these values (strings, numbers, string-keyed
+    // maps) always serialise.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 /// Numbers, names and lists measured during a scan, by dotted name (`wasm.imports.count`).
@@ -200,6 +259,78 @@ impl ScanReport {
     /// The findings of `rule`.
     pub fn findings_of<'a>(&'a self, rule: &'a Rule) -> impl Iterator<Item = &'a Finding> + 'a {
         self.findings.iter().filter(move |f| f.rule == rule.id)
+    }
+
+    /// Bounds what [`Finding`]'s builders and [`FindingCollector::into_findings`] cannot: the
+    /// metrics (see [`bound_metrics`]) and finding fields set directly, as in a report read
+    /// back from the analysis child. A report the server refuses loses every finding in it,
+    /// so this runs wherever a report is completed and before it is posted.
+    pub fn keep_within_server_limits(&mut self) {
+        for finding in &mut self.findings {
+            // Text that is already bounded comes back unchanged.
+            finding.message = bounded_text(&finding.message, MAX_MESSAGE_BYTES);
+            if let Some(evidence) = &mut finding.evidence {
+                *evidence = bounded_text(evidence, MAX_EVIDENCE_BYTES);
+            }
+            if let Some(location) = &mut finding.location {
+                *location = bounded_text(location, MAX_LOCATION_BYTES);
+            }
+        }
+        bound_metrics(&mut self.metrics);
+    }
+}
+
+/// Bounds metrics as finding text is bounded: every string and object key within
+/// [`MAX_METRIC_TEXT_BYTES`] (escaped like [`bounded_text`]), then the whole within
+/// [`MAX_METRICS_JSON_BYTES`], the largest metrics replaced by a note of their size until the
+/// rest fits. The analyzers bound what they record; this is the net under all of them.
+pub fn bound_metrics(metrics: &mut Metrics) {
+    for value in metrics.values_mut() {
+        bound_metric_value(value);
+    }
+    let mut json_bytes = json_len(metrics);
+    if json_bytes <= MAX_METRICS_JSON_BYTES {
+        return;
+    }
+    let mut by_size: Vec<(String, usize)> = metrics
+        .iter()
+        .map(|(name, value)| (name.clone(), json_len(value)))
+        .collect();
+    by_size.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
+    for (name, size) in by_size {
+        if json_bytes <= MAX_METRICS_JSON_BYTES {
+            break;
+        }
+        let note = serde_json::Value::String(format!(
+            "left out: {size} bytes of JSON, beyond the report's size limit"
+        ));
+        let note_bytes = json_len(&note);
+        if note_bytes < size {
+            json_bytes -= size - note_bytes;
+            metrics.insert(name, note);
+        } else {
+            // At least the name, its colon and the value go; the comma may not.
+            json_bytes = json_bytes.saturating_sub(json_len(&name) + 1 + size);
+            metrics.remove(&name);
+        }
+    }
+}
+
+fn bound_metric_value(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => *text = bounded_text(text, MAX_METRIC_TEXT_BYTES),
+        Value::Array(items) => items.iter_mut().for_each(bound_metric_value),
+        Value::Object(entries) => {
+            *entries = std::mem::take(entries)
+                .into_iter()
+                .map(|(key, mut value)| {
+                    bound_metric_value(&mut value);
+                    (bounded_text(&key, MAX_METRIC_TEXT_BYTES), value)
+                })
+                .collect();
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -309,8 +440,8 @@ impl FindingCollector {
     }
 
     /// The kept findings, most severe first and otherwise in arrival order, cut to
-    /// [`MAX_FINDINGS_PER_REPORT`], followed by one [`rules::SCANNER_FINDINGS_OMITTED`] note
-    /// when anything was left out.
+    /// [`MAX_FINDINGS_PER_REPORT`] and [`MAX_FINDINGS_JSON_BYTES`], followed by one
+    /// [`rules::SCANNER_FINDINGS_OMITTED`] note when anything was left out.
     pub fn into_findings(self) -> Vec<Finding> {
         let mut omitted_by_rule: Vec<(String, u64)> = Vec::new();
         let mut kept: Vec<(u64, Finding)> = Vec::new();
@@ -321,8 +452,18 @@ impl FindingCollector {
             kept.extend(bucket.kept);
         }
         kept.sort_by_key(|(sequence, finding)| (std::cmp::Reverse(finding.severity), *sequence));
-        if kept.len() > MAX_FINDINGS_PER_REPORT {
-            for (_, dropped) in kept.drain(MAX_FINDINGS_PER_REPORT..) {
+        // The brackets of the list, then each finding and its comma.
+        let mut json_bytes = 2;
+        let fitting = kept
+            .iter()
+            .take_while(|(_, finding)| {
+                json_bytes += json_len(finding) + 1;
+                json_bytes <= MAX_FINDINGS_JSON_BYTES - OMITTED_NOTE_JSON_BYTES
+            })
+            .count();
+        let keep = fitting.min(MAX_FINDINGS_PER_REPORT);
+        if kept.len() > keep {
+            for (_, dropped) in kept.drain(keep..) {
                 match omitted_by_rule
                     .iter_mut()
                     .find(|(rule, _)| *rule == dropped.rule)
@@ -360,17 +501,97 @@ mod tests {
     #[test]
     fn text_is_bounded_and_sanitised() {
         assert_eq!(bounded_text("abc", 3), "abc");
-        assert_eq!(bounded_text("abcd", 3), "ab…");
+        assert_eq!(bounded_text("abcdef", 5), "ab…");
         assert_eq!(bounded_text("a\nb\u{1b}", 10), "a\\nb\\u{1b}");
-        assert_eq!(bounded_text("ééééé", 4), "ééé…");
+        // Cut between characters, and never inside an escape.
+        assert_eq!(bounded_text("ééééé", 8), "éé…");
+        assert_eq!(bounded_text("ab\u{1b}c", 8), "ab…");
+        assert_eq!(bounded_text("abcd", 2), "");
         let finding = Finding::new(&WASM_STRINGS_URL, "x").with_evidence_bytes(b"http://a\x00\xff");
         assert_eq!(finding.evidence.as_deref(), Some("http://a\\x00\\xff"));
         let long = vec![b'a'; 10_000];
         let finding = Finding::new(&WASM_STRINGS_URL, "x").with_evidence_bytes(&long);
         assert_eq!(
-            finding.evidence.as_deref().map(|e| e.chars().count()),
-            Some(MAX_EVIDENCE_CHARS)
+            finding.evidence.as_deref().map(str::len),
+            Some(MAX_EVIDENCE_BYTES)
         );
+    }
+
+    /// The server refuses a finding field above 4096 bytes (`MAX_FINDING_TEXT`), and
+    /// escaping makes up to six bytes of one character.
+    #[test]
+    fn escaped_text_is_bounded_by_its_bytes() {
+        let name = "\u{85}".repeat(1000);
+        let finding = Finding::new(&WASM_STRINGS_URL, format!("imports from `{name}`"))
+            .with_evidence(&name)
+            .with_location(&name)
+            .in_file(&name);
+        let fields = [
+            Some(&finding.message),
+            finding.evidence.as_ref(),
+            finding.location.as_ref(),
+        ];
+        for field in fields.into_iter().flatten() {
+            assert!(field.len() <= 4096, "{} bytes", field.len());
+            assert!(field.ends_with('…'), "{field}");
+            assert!(field.contains("\\u{85}"), "{field}");
+        }
+    }
+
+    /// Every finding within its field limits, and still more than the server's 1 MiB body
+    /// limit together: the most severe are kept, the rest counted.
+    #[test]
+    fn the_findings_of_a_report_are_bounded_in_bytes() {
+        let mut collector = FindingCollector::with_per_rule_limit(usize::MAX);
+        // Quotes and backslashes take two bytes each in JSON.
+        let text = "\"\\".repeat(4096);
+        for _ in 0..MAX_FINDINGS_PER_REPORT {
+            collector.push(
+                Finding::new(&WASM_STRINGS_URL, &text)
+                    .with_evidence(&text)
+                    .with_location(&text),
+            );
+        }
+        collector.push(Finding::new(&rules::WASM_INVALID, &text));
+        let findings = collector.into_findings();
+        let json = serde_json::to_vec(&findings).unwrap();
+        assert!(json.len() < 1 << 20, "{} bytes", json.len());
+        assert_eq!(findings[0].rule, rules::WASM_INVALID.id);
+        let note = findings.last().unwrap();
+        assert_eq!(note.rule, rules::SCANNER_FINDINGS_OMITTED.id);
+        assert!(
+            note.evidence
+                .as_deref()
+                .unwrap()
+                .starts_with("wasm.strings.url: "),
+            "{note:?}"
+        );
+    }
+
+    #[test]
+    fn metrics_are_bounded_in_bytes() {
+        let name = "\u{1}".repeat(100_000);
+        let mut metrics = Metrics::new();
+        metrics.insert("dynamic.traps".into(), serde_json::json!([name]));
+        metrics.insert("dynamic.host_calls".into(), serde_json::json!({ &name: 1 }));
+        // Larger than the two above once those are bounded, so these are what is left out.
+        let list = vec!["a".repeat(1000); 2];
+        for n in 0..300 {
+            metrics.insert(format!("big.{n}"), serde_json::json!(list));
+        }
+        metrics.insert("small".into(), serde_json::json!(7));
+        bound_metrics(&mut metrics);
+        assert!(json_len(&metrics) <= MAX_METRICS_JSON_BYTES);
+        let trap = metrics["dynamic.traps"][0].as_str().unwrap();
+        assert!(trap.len() <= MAX_METRIC_TEXT_BYTES && trap.ends_with('…'));
+        let calls = metrics["dynamic.host_calls"].as_object().unwrap();
+        assert!(calls.keys().all(|key| key.len() <= MAX_METRIC_TEXT_BYTES));
+        assert_eq!(metrics["small"], 7);
+        let left_out = metrics
+            .values()
+            .filter(|value| value.as_str().is_some_and(|v| v.starts_with("left out: ")))
+            .count();
+        assert!(left_out > 0 && metrics.len() == 303, "{left_out}");
     }
 
     #[test]

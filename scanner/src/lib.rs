@@ -198,12 +198,14 @@ pub fn scan_package_static_with_rules(
     yara.scan_package(contents, &skip, &mut read_file, &mut findings, &mut metrics)
         .map_err(|(path, source)| ScanError::ReadFile { path, source })?;
 
-    Ok(ScanReport {
+    let mut report = ScanReport {
         findings: findings.into_findings(),
         metrics,
         scanner_version: SCANNER_VERSION.to_owned(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    })
+    };
+    report.keep_within_server_limits();
+    Ok(report)
 }
 
 /// Native programs and scripts inside a wasm package: the sandbox never runs them, so they

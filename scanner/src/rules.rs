@@ -300,12 +300,21 @@ pub const PE_AUTHENTICODE_PRESENT: Rule = rule(
 
 // --- dynamic (wasm run in the scanner's sandbox) --------------------------------------------
 
-/// The module could not be compiled or instantiated for the dynamic run.
+/// The module could not be compiled or instantiated for the dynamic run. Medium when an
+/// import no host provides explains it (no host can run the module either); high otherwise,
+/// since then nothing says hosts would refuse what the scanner did not run.
 pub const DYNAMIC_NOT_RUN: Rule = rule(
     "dynamic.not-run",
     Medium,
     "the module passed validation but could not be compiled or instantiated for the dynamic \
-     run (an import no host provides, a resource limit)",
+     run (high unless an import no host provides explains it)",
+);
+/// The module needs more than the dynamic run's store allows, and was not run.
+pub const DYNAMIC_RESOURCE_LIMIT: Rule = rule(
+    "dynamic.resource-limit",
+    High,
+    "the module needs more tables, memories or table elements than the dynamic run allows, \
+     so none of its code ran",
 );
 /// A call used up its fuel.
 pub const DYNAMIC_FUEL_EXHAUSTED: Rule = rule(
@@ -464,6 +473,7 @@ pub const ALL: &[Rule] = &[
     PE_UNSIGNED,
     PE_AUTHENTICODE_PRESENT,
     DYNAMIC_NOT_RUN,
+    DYNAMIC_RESOURCE_LIMIT,
     DYNAMIC_FUEL_EXHAUSTED,
     DYNAMIC_TIMEOUT,
     DYNAMIC_MEMORY_LIMIT,

@@ -16,7 +16,7 @@ use regex::bytes::Regex;
 use serde_json::json;
 
 use crate::entropy::{round3, shannon_entropy};
-use crate::findings::{Finding, FindingCollector, Metrics, Severity, StaticAnalysis};
+use crate::findings::{Finding, FindingCollector, Metrics, Severity, StaticAnalysis, bounded_text};
 use crate::limits::StaticLimits;
 use crate::rules::{self, Rule};
 
@@ -28,6 +28,10 @@ const MAX_LIBRARY_NAME: usize = 256;
 
 /// Most sections whose entropy is recorded in the metrics.
 const MAX_SECTION_METRICS: usize = 32;
+
+/// Longest section name in the metrics, in bytes once escaped: a raw name has 8 bytes, and
+/// escaping makes up to six of each.
+const MAX_SECTION_NAME_BYTES: usize = 48;
 
 /// The binary format of a native entry point, from its magic number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -520,6 +524,11 @@ impl PeScan<'_, '_> {
         }
         self.metrics.insert("pe.imports.count".into(), json!(count));
         libraries.truncate(100);
+        // Names from the file: escaped and bounded like finding text.
+        let libraries: Vec<String> = libraries
+            .iter()
+            .map(|library| bounded_text(library, MAX_LIBRARY_NAME))
+            .collect();
         self.metrics
             .insert("pe.imports.libraries".into(), json!(libraries));
         Ok(())
@@ -582,7 +591,10 @@ impl PeScan<'_, '_> {
             };
             let entropy = shannon_entropy(data);
             if entropies.len() < MAX_SECTION_METRICS {
-                entropies.insert(name.clone(), json!(round3(entropy)));
+                entropies.insert(
+                    bounded_text(&name, MAX_SECTION_NAME_BYTES),
+                    json!(round3(entropy)),
+                );
             }
             if executable
                 && data.len() >= self.limits.high_entropy_min_len

@@ -40,8 +40,8 @@ const PAGE_SIZE: u64 = 64 * 1024;
 /// Most entries of a list-valued metric (import and export names, custom sections).
 const MAX_METRIC_LIST: usize = 100;
 
-/// Longest name in a list-valued metric, in characters.
-const MAX_METRIC_NAME_CHARS: usize = 128;
+/// Longest name in a list-valued metric, in bytes once escaped.
+const MAX_METRIC_NAME_BYTES: usize = 128;
 
 /// Most threads validating function bodies.
 const MAX_VALIDATION_THREADS: usize = 8;
@@ -724,7 +724,7 @@ impl<'a> WasmScan<'a, '_> {
                 custom_sections
                     .iter()
                     .map(|(name, size)| {
-                        json!({ "name": bounded_text(name, MAX_METRIC_NAME_CHARS), "bytes": size })
+                        json!({ "name": bounded_text(name, MAX_METRIC_NAME_BYTES), "bytes": size })
                     })
                     .collect::<Vec<_>>()
             ),
@@ -801,7 +801,7 @@ fn name_list<S: AsRef<str>>(names: impl Iterator<Item = S>) -> serde_json::Value
     json!(
         names
             .take(MAX_METRIC_LIST)
-            .map(|name| bounded_text(name.as_ref(), MAX_METRIC_NAME_CHARS))
+            .map(|name| bounded_text(name.as_ref(), MAX_METRIC_NAME_BYTES))
             .collect::<Vec<_>>()
     )
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{manifest_text, wasm_manifest};
+use common::{assert_postable, manifest_text, wasm_manifest};
 use plugstore_format::manifest::Capability;
 use plugstore_format::package::PackageBuilder;
 use plugstore_scanner::dynamic_wasm::{DynamicLimits, analyze_wasm_dynamic};
@@ -377,4 +377,129 @@ fn the_abi_feature_set_compiles_funcref_tables_simd_and_bulk_memory() {
         analysis.metrics["dynamic.output_bytes"],
         serde_json::json!([3, 3, 3])
     );
+}
+
+/// 17 tables, one more than the run allows: Wasmtime refuses to instantiate the module, so
+/// its endless `plugstore_init` never runs. Refusing to run it must not let it off more
+/// lightly than running it would have.
+#[test]
+fn a_module_over_the_runs_table_count_gets_a_high_finding() {
+    let tables = "(table 1 1 funcref) ".repeat(17);
+    let text = format!(
+        r#"(module
+      {tables}
+      (memory (export "memory") 1)
+      (func (export "plugstore_abi_version") (result i32) i32.const 1)
+      (func (export "plugstore_init") (result i32) (loop $forever (br $forever)) i32.const 0)
+      (func (export "plugstore_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "plugstore_handle") (param i32 i32) (result i64) i64.const 0))"#
+    );
+    let analysis = run(&wat::parse_str(text).unwrap(), &[]);
+    assert!(
+        analysis.max_severity() >= Some(Severity::High),
+        "{analysis:#?}"
+    );
+    assert!(
+        has(&analysis, &rules::DYNAMIC_RESOURCE_LIMIT),
+        "{analysis:#?}"
+    );
+}
+
+/// A table larger than an operator's `max_table_elements` cannot even be created.
+#[test]
+fn a_table_over_the_runs_element_limit_gets_a_high_finding() {
+    let bytes = plugin("", "(table 64 funcref)", "i64.const 0");
+    let limits = DynamicLimits {
+        max_table_elements: 32,
+        ..DynamicLimits::default()
+    };
+    let analysis = analyze_wasm_dynamic(&bytes, &[], &limits);
+    assert!(
+        analysis.max_severity() >= Some(Severity::High),
+        "{analysis:#?}"
+    );
+    assert!(
+        has(&analysis, &rules::DYNAMIC_RESOURCE_LIMIT),
+        "{analysis:#?}"
+    );
+}
+
+/// Memory the store refuses at instantiation was high before the tables were: the limiter
+/// reports it. Kept here so that the two stay alike.
+#[test]
+fn initial_memory_over_the_runs_limit_gets_a_high_finding() {
+    let bytes = plugin("", "", "i64.const 0");
+    let limits = DynamicLimits {
+        max_memory_bytes: 32 << 10,
+        ..DynamicLimits::default()
+    };
+    let analysis = analyze_wasm_dynamic(&bytes, &[], &limits);
+    assert!(
+        has(&analysis, &rules::DYNAMIC_MEMORY_LIMIT),
+        "{analysis:#?}"
+    );
+}
+
+/// A module whose names blow up when escaped: an unknown import module of 1000 × U+0085
+/// (six bytes each once escaped) and a called import of 100 000 × U+0001 (six bytes each in
+/// JSON), whose trap is recorded once per canned input.
+fn escape_bomb() -> Vec<u8> {
+    let module = "\\u{85}".repeat(1000);
+    let name = "\\u{1}".repeat(100_000);
+    plugin(
+        &format!(
+            r#"(import "{module}" "f" (func))
+               (import "env" "{name}" (func $x))"#
+        ),
+        "",
+        "(call $x) i64.const 0",
+    )
+}
+
+#[test]
+fn a_trap_named_by_the_module_keeps_the_report_within_the_servers_limits() {
+    let analysis = run(&escape_bomb(), &[]);
+    assert!(
+        has(&analysis, &rules::DYNAMIC_UNKNOWN_IMPORT_CALLED),
+        "{analysis:#?}"
+    );
+    assert_postable(&analysis.findings, &analysis.metrics);
+}
+
+/// The whole path the worker posts: the analysis child's report on a package of the escape
+/// bomb is one the server takes.
+#[test]
+fn the_analysis_childs_report_on_hostile_names_is_postable() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest_text("wasm", "plugin.wasm", &["any"], &[]);
+    let package = PackageBuilder::from_files_with_modes([
+        ("plugin.toml".to_owned(), manifest.into_bytes(), false),
+        ("plugin.wasm".to_owned(), escape_bomb(), false),
+    ])
+    .unwrap()
+    .to_vec()
+    .unwrap();
+    let path = dir.path().join("package.tar");
+    std::fs::write(&path, package).unwrap();
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plugstore-scanner"));
+    command.arg("analyze").arg(&path);
+    let limits = AnalysisLimits {
+        cpu: Duration::from_secs(20),
+        memory_bytes: 1 << 30,
+        wall_timeout: Duration::from_secs(30),
+    };
+    let child = run_confined(command, &limits, &AtomicBool::new(false)).unwrap();
+    let outcome = classify(&child, &limits);
+    let AnalysisOutcome::Report(report) = outcome else {
+        panic!("{outcome:?}: {}", String::from_utf8_lossy(&child.stderr));
+    };
+    assert!(
+        report
+            .findings_of(&rules::WASM_UNKNOWN_IMPORT_NAMESPACE)
+            .next()
+            .is_some(),
+        "{report:#?}"
+    );
+    assert_postable(&report.findings, &report.metrics);
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{noise, of, wasm_manifest as manifest};
+use common::{assert_postable, noise, of, wasm_manifest as manifest};
 use plugstore_scanner::rules;
 use plugstore_scanner::{Severity, StaticAnalysis, StaticLimits, analyze_wasm};
 
@@ -497,4 +497,28 @@ fn errors_in_large_modules_are_reported_at_the_first_offset() {
         bodies[1503]
     );
     assert_eq!(analysis.metrics["wasm.valid"], false);
+}
+
+/// A control character is escaped to up to six bytes (`\u{85}`), so a name of a thousand of
+/// them would make a message of 6 KB out of 1024 characters, which the server refuses.
+#[test]
+fn names_of_escaped_characters_keep_every_field_within_the_servers_limit() {
+    let module = "\\u{85}".repeat(1000);
+    let name = "\\u{1}".repeat(1000);
+    let bytes = plugin(
+        &format!(
+            r#"(import "{module}" "{name}" (func))
+               (import "{module}" "{name}{name}" (table 1 funcref))
+               (import "plugstore:log" "{name}" (func))
+               (import "plugstore:log" "{name}" (memory 1))"#
+        ),
+        "",
+        &format!(r#"(export "{name}" (func 0))"#),
+    );
+    let analysis = analyze(&bytes, &[]);
+    assert!(
+        !of(&analysis, &rules::WASM_UNKNOWN_IMPORT_NAMESPACE).is_empty(),
+        "{analysis:#?}"
+    );
+    assert_postable(&analysis.findings, &analysis.metrics);
 }

@@ -167,6 +167,7 @@ fn analyze(
         findings.extend(dynamic.findings.into_iter().map(|f| f.in_file(entry)));
         report.findings = findings.into_findings();
         report.metrics.extend(dynamic.metrics);
+        report.keep_within_server_limits();
     }
     Ok(report)
 }

@@ -402,6 +402,9 @@ async fn scan_job(
         }
     }
     report.metrics.extend(metrics);
+    // The last gate before the server, which refuses a report beyond its limits whole: the
+    // child's output is bounded, but it is read back from another process.
+    report.keep_within_server_limits();
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(JobResult::Report(Box::new(report)))
 }

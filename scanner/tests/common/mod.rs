@@ -4,7 +4,49 @@
 
 use plugstore_format::manifest::Manifest;
 use plugstore_scanner::rules::Rule;
-use plugstore_scanner::{Finding, StaticAnalysis};
+use plugstore_scanner::{Finding, Metrics, StaticAnalysis};
+
+/// Longest text field of a finding the server accepts, in bytes (`MAX_FINDING_TEXT` of
+/// `server/src/controllers/scan_jobs.rs`).
+pub const SERVER_MAX_FINDING_TEXT: usize = 4096;
+/// Longest rule id the server accepts, in bytes.
+pub const SERVER_MAX_RULE_ID: usize = 200;
+/// Largest request body the server accepts by default (`http.max_json_body_bytes`).
+pub const SERVER_MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Panics unless the server would take `findings` and `metrics` as a report: a report it
+/// refuses loses every finding in it, the critical ones included.
+pub fn assert_postable(findings: &[Finding], metrics: &Metrics) {
+    for finding in findings {
+        let fields = [
+            Some(&finding.message),
+            finding.evidence.as_ref(),
+            finding.location.as_ref(),
+        ];
+        for field in fields.into_iter().flatten() {
+            assert!(
+                field.len() <= SERVER_MAX_FINDING_TEXT,
+                "a field of {} bytes in {}",
+                field.len(),
+                finding.rule
+            );
+        }
+        assert!(finding.rule.len() <= SERVER_MAX_RULE_ID, "{}", finding.rule);
+    }
+    let body = serde_json::to_vec(&serde_json::json!({
+        "worker": "scanner-test",
+        "findings": findings,
+        "metrics": metrics,
+        "scanner_version": plugstore_scanner::SCANNER_VERSION,
+        "duration_ms": 0,
+    }))
+    .unwrap();
+    assert!(
+        body.len() < SERVER_MAX_BODY_BYTES,
+        "a report of {} bytes",
+        body.len()
+    );
+}
 
 /// The text of a `plugin.toml` for `acme/echo` with the given kind, entry, targets and
 /// capabilities.
