@@ -224,15 +224,46 @@ impl RuleSet {
         findings: &mut FindingCollector,
         metrics: &mut Metrics,
     ) -> Result<(), (String, io::Error)> {
+        self.scan_package_within(
+            MAX_RULE_SCAN_BYTES,
+            contents,
+            skip,
+            read_file,
+            findings,
+            metrics,
+        )
+    }
+
+    /// [`RuleSet::scan_package`] with a budget of `budget` bytes.
+    ///
+    /// The entry point is scanned first, then the other files in path order: a package must
+    /// not spend the budget on padding to keep its code from the rules. Files the budget
+    /// leaves out make a medium finding, high when one of them looks like code (a module or
+    /// a library the entry point could load).
+    fn scan_package_within(
+        &self,
+        budget: u64,
+        contents: &PackageContents,
+        skip: &[&str],
+        read_file: &mut dyn FnMut(&str) -> io::Result<Vec<u8>>,
+        findings: &mut FindingCollector,
+        metrics: &mut Metrics,
+    ) -> Result<(), (String, io::Error)> {
         let mut scanner = self.scanner();
         let mut scanned_files = 0u64;
         let mut scanned_bytes = 0u64;
         let mut skipped = Vec::new();
-        for file in &contents.files {
+        let entry = contents.manifest.entry();
+        let in_order = contents
+            .files
+            .iter()
+            .filter(|file| file.path == entry)
+            .chain(contents.files.iter().filter(|file| file.path != entry));
+        for file in in_order {
             if skip.contains(&file.path.as_str()) {
                 continue;
             }
-            if scanned_bytes.saturating_add(file.size) > MAX_RULE_SCAN_BYTES {
+            if scanned_bytes.saturating_add(file.size) > budget {
                 skipped.push(file.path.as_str());
                 continue;
             }
@@ -260,17 +291,20 @@ impl RuleSet {
             }
         }
         if let Some(first) = skipped.first() {
-            findings.push(
-                Finding::new(
-                    &rules::YARA_NOT_SCANNED,
-                    format!(
-                        "{} files were not scanned with the rules: the package has more than \
-                         {MAX_RULE_SCAN_BYTES} bytes of files",
-                        skipped.len()
-                    ),
-                )
-                .with_location(first),
-            );
+            let code = skipped.iter().find(|path| looks_like_code(path));
+            let mut finding = Finding::new(
+                &rules::YARA_NOT_SCANNED,
+                format!(
+                    "{} files were not scanned with the rules: the package has more than \
+                     {budget} bytes of files",
+                    skipped.len()
+                ),
+            )
+            .with_location(code.unwrap_or(first));
+            if code.is_some() {
+                finding = finding.with_severity(Severity::High);
+            }
+            findings.push(finding);
         }
         metrics.insert("yara.rules".into(), json!(self.len()));
         metrics.insert("yara.rule_files".into(), json!(self.sources));
@@ -278,6 +312,17 @@ impl RuleSet {
         metrics.insert("yara.bytes_scanned".into(), json!(scanned_bytes));
         Ok(())
     }
+}
+
+/// Whether a file's name says it holds code a plugin could run or load.
+fn looks_like_code(path: &str) -> bool {
+    const CODE: [&str; 9] = [
+        "wasm", "dll", "exe", "so", "dylib", "node", "js", "sys", "bin",
+    ];
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.rsplit_once('.')
+        .is_some_and(|(_, extension)| CODE.iter().any(|code| extension.eq_ignore_ascii_case(code)))
+        || name.to_ascii_lowercase().contains(".so.")
 }
 
 /// The severity in a rule's metadata, or what was found instead.
@@ -371,6 +416,62 @@ mod tests {
     fn the_default_rules_compile_with_severities() {
         let rules = RuleSet::default_rules().unwrap();
         assert!(rules.len() >= 10, "{rules:?}");
+    }
+
+    #[test]
+    fn padding_cannot_keep_the_entry_point_from_the_rules() {
+        use plugstore_format::limits::PackageLimits;
+        use plugstore_format::package::{PackageBuilder, read_package};
+
+        let manifest = "format = 1\n[plugin]\nid = \"acme/miner\"\nversion = \"1.0.0\"\nkind = \"wasm\"\n\
+                        entry = \"plugin.wasm\"\ntargets = [\"any\"]\ndescription = \"Mines\"\n\
+                        [host]\ncompatibility = \">=1.0.0\"\n";
+        let mut files: Vec<(String, Vec<u8>)> = (0..4)
+            .map(|i| (format!("a{i:03}.dat"), vec![0u8; 256 << 10]))
+            .collect();
+        files.push(("plugin.toml".into(), manifest.as_bytes().to_vec()));
+        files.push((
+            "plugin.wasm".into(),
+            b"\0asm connect to stratum+tcp://pool.example:3333".to_vec(),
+        ));
+        files.push(("z/helper.dll".into(), vec![1u8; 300 << 10]));
+        let package = PackageBuilder::from_files(files.clone())
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let contents = read_package(&package[..], &PackageLimits::default()).unwrap();
+        let mut read = |path: &str| {
+            files
+                .iter()
+                .find(|(name, _)| name == path)
+                .map(|(_, bytes)| bytes.clone())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        };
+        let mut findings = FindingCollector::new();
+        let mut metrics = Metrics::new();
+        // A budget the padding fills to the byte: in path order, nothing after it is scanned.
+        RuleSet::shared_default()
+            .scan_package_within(
+                1 << 20,
+                &contents,
+                &[],
+                &mut read,
+                &mut findings,
+                &mut metrics,
+            )
+            .unwrap();
+        let findings = findings.into_findings();
+        let miner = findings
+            .iter()
+            .find(|f| f.rule == "yara.cryptominer_stratum_url")
+            .expect("the entry point is scanned first");
+        assert_eq!(miner.severity, Severity::High);
+        let not_scanned = findings
+            .iter()
+            .find(|f| f.rule == rules::YARA_NOT_SCANNED.id)
+            .expect("the padding went over the budget");
+        assert_eq!(not_scanned.severity, Severity::High, "{not_scanned:?}");
+        assert_eq!(not_scanned.location.as_deref(), Some("z/helper.dll"));
     }
 
     #[test]
