@@ -14,7 +14,7 @@ use plugstore_format::package::PackageBuilder;
 use plugstore_scanner::dynamic_wasm::{DynamicLimits, analyze_wasm_dynamic};
 use plugstore_scanner::isolation::{AnalysisLimits, AnalysisOutcome, classify, run_confined};
 use plugstore_scanner::rules::{self, Rule};
-use plugstore_scanner::{Severity, StaticAnalysis, StaticLimits, analyze_wasm};
+use plugstore_scanner::{ScanReport, Severity, StaticAnalysis, StaticLimits, analyze_wasm};
 
 /// Every misbehaving plugin must be stopped well within this.
 const FAST: Duration = Duration::from_secs(15);
@@ -263,15 +263,14 @@ fn wasi_stdout_is_captured_and_the_environment_is_empty() {
     );
 }
 
-/// The real analysis child, under the worker's kind of limits: the memory bomb becomes a
-/// finding in a report, the child exits normally.
-#[test]
-fn a_memory_bomb_does_not_take_down_the_analysis_child() {
+/// The report of the real analysis child on a package of `wasm`, under the worker's kind of
+/// limits; panics unless the child ends with a report.
+fn report_of_the_analysis_child(wasm: Vec<u8>) -> Box<ScanReport> {
     let dir = tempfile::tempdir().unwrap();
     let manifest = manifest_text("wasm", "plugin.wasm", &["any"], &[]);
     let package = PackageBuilder::from_files_with_modes([
         ("plugin.toml".to_owned(), manifest.into_bytes(), false),
-        ("plugin.wasm".to_owned(), memory_bomb(), false),
+        ("plugin.wasm".to_owned(), wasm, false),
     ])
     .unwrap()
     .to_vec()
@@ -286,12 +285,20 @@ fn a_memory_bomb_does_not_take_down_the_analysis_child() {
         memory_bytes: 1 << 30,
         wall_timeout: Duration::from_secs(30),
     };
-    let started = Instant::now();
     let child = run_confined(command, &limits, &AtomicBool::new(false)).unwrap();
     let outcome = classify(&child, &limits);
     let AnalysisOutcome::Report(report) = outcome else {
         panic!("{outcome:?}: {}", String::from_utf8_lossy(&child.stderr));
     };
+    report
+}
+
+/// The real analysis child, under the worker's kind of limits: the memory bomb becomes a
+/// finding in a report, the child exits normally.
+#[test]
+fn a_memory_bomb_does_not_take_down_the_analysis_child() {
+    let started = Instant::now();
+    let report = report_of_the_analysis_child(memory_bomb());
     assert!(started.elapsed() < FAST);
     assert!(
         report
@@ -470,30 +477,7 @@ fn a_trap_named_by_the_module_keeps_the_report_within_the_servers_limits() {
 /// bomb is one the server takes.
 #[test]
 fn the_analysis_childs_report_on_hostile_names_is_postable() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = manifest_text("wasm", "plugin.wasm", &["any"], &[]);
-    let package = PackageBuilder::from_files_with_modes([
-        ("plugin.toml".to_owned(), manifest.into_bytes(), false),
-        ("plugin.wasm".to_owned(), escape_bomb(), false),
-    ])
-    .unwrap()
-    .to_vec()
-    .unwrap();
-    let path = dir.path().join("package.tar");
-    std::fs::write(&path, package).unwrap();
-
-    let mut command = Command::new(env!("CARGO_BIN_EXE_plugstore-scanner"));
-    command.arg("analyze").arg(&path);
-    let limits = AnalysisLimits {
-        cpu: Duration::from_secs(20),
-        memory_bytes: 1 << 30,
-        wall_timeout: Duration::from_secs(30),
-    };
-    let child = run_confined(command, &limits, &AtomicBool::new(false)).unwrap();
-    let outcome = classify(&child, &limits);
-    let AnalysisOutcome::Report(report) = outcome else {
-        panic!("{outcome:?}: {}", String::from_utf8_lossy(&child.stderr));
-    };
+    let report = report_of_the_analysis_child(escape_bomb());
     assert!(
         report
             .findings_of(&rules::WASM_UNKNOWN_IMPORT_NAMESPACE)

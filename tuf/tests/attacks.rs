@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Repo, START, hours, minutes, package, package_bytes, top_level_keys};
+use common::{Repo, START, hours, minutes, package, package_bytes, published, top_level_keys};
 use plugstore_tuf::client::{MAX_ROOT_BYTES, MAX_TIMESTAMP_BYTES, TrustedState};
 use plugstore_tuf::custom::{IdentityMismatch, VersionState};
 use plugstore_tuf::digest::Sha256;
@@ -19,20 +19,6 @@ use serde_json::{Value, json};
 
 fn widget() -> plugstore_format::manifest::PluginId {
     "acme/widget".parse().unwrap()
-}
-
-/// A repository with acme/widget 1.0.0 published, and a client that has refreshed once.
-fn published() -> (Repo, TrustedState) {
-    let mut repo = Repo::new();
-    repo.publish(
-        &[package("acme/widget", "1.0.0", VersionState::Published)],
-        START.plus(minutes(1)),
-    );
-    let mut client = repo.client();
-    client
-        .refresh(&mut repo.server, START.plus(minutes(2)))
-        .unwrap();
-    (repo, client)
 }
 
 fn widget_bin() -> BinName {

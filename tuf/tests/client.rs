@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{self, Read};
 
-use common::{Repo, START, minutes, package, package_bytes, patch, top_level_keys};
+use common::{Repo, START, minutes, package, package_bytes, patch, published, top_level_keys};
 use plugstore_tuf::client::TrustedState;
 use plugstore_tuf::custom::VersionState;
 use plugstore_tuf::error::{RoleName, VerificationError};
@@ -209,15 +209,7 @@ fn yanked_and_blocked_versions_are_reported_with_their_state() {
 
 #[test]
 fn a_rotated_root_signed_by_the_old_and_new_keys_is_followed() {
-    let mut repo = Repo::new();
-    repo.publish(
-        &[package("acme/widget", "1.0.0", VersionState::Published)],
-        START.plus(minutes(1)),
-    );
-    let mut client = repo.client();
-    client
-        .refresh(&mut repo.server, START.plus(minutes(2)))
-        .unwrap();
+    let (mut repo, mut client) = published();
 
     // New root keys (2 of 3) and a new timestamp key, signed offline one holder at a time.
     let new_root_keys: Vec<SigningKey> = (0..3).map(|_| SigningKey::generate().unwrap()).collect();
@@ -305,15 +297,7 @@ fn every_root_followed_in_one_refresh_is_saved() {
 /// as a rotation would: the roles whose keys it changed are dropped, the others kept.
 #[test]
 fn a_newer_trusted_root_is_adopted_dropping_the_roles_it_rotated() {
-    let mut repo = Repo::new();
-    repo.publish(
-        &[package("acme/widget", "1.0.0", VersionState::Published)],
-        START.plus(minutes(1)),
-    );
-    let mut client = repo.client();
-    client
-        .refresh(&mut repo.server, START.plus(minutes(2)))
-        .unwrap();
+    let (mut repo, mut client) = published();
     let first = client.root().clone();
     repo.keys.timestamp = SigningKey::generate().unwrap();
     let second =

@@ -292,3 +292,17 @@ pub fn patch(plugin: &str, from_version: &str, version: &str) -> TargetEntry {
         },
     }
 }
+
+/// A repository with acme/widget 1.0.0 published, and a client that has refreshed once.
+pub fn published() -> (Repo, TrustedState) {
+    let mut repo = Repo::new();
+    repo.publish(
+        &[package("acme/widget", "1.0.0", VersionState::Published)],
+        START.plus(minutes(1)),
+    );
+    let mut client = repo.client();
+    client
+        .refresh(&mut repo.server, START.plus(minutes(2)))
+        .unwrap();
+    (repo, client)
+}
