@@ -153,13 +153,17 @@ pub enum RestoreError {
 
 /// Starts from the pinned root, follows the saved root chain (each saved root verified as
 /// the successor of the one before, exactly as when it was fetched), then restores the saved
-/// timestamp, snapshot and targets on top of the newest root.
+/// timestamp, snapshot and targets under the newest root.
 ///
-/// When the pinned root is newer than every saved root (the application shipped a newer root
-/// than the client had reached), the saved roles were verified under the newest saved root:
-/// they are restored under it, then the state moves to the pinned root, dropping the roles
-/// whose keys it rotated (see [`TrustedState::adopt_root`]). A saved role that fails its
-/// checks is an error either way.
+/// The saved roles may have been verified under an earlier root of the chain: [`save`]
+/// writes the roots first, so a crash part-way through leaves a newer root beside the roles
+/// of the refresh before. Likewise, when the pinned root is newer than every saved root (the
+/// application shipped a newer root than the client had reached), the roles were verified
+/// under the newest saved root. So when the roles fail under the newest root, they are
+/// restored under the newest earlier root they verify under, and the state then moves root
+/// by root to the newest ([`TrustedState::adopt_root`]), dropping the roles whose keys a
+/// root rotated, as following the rotation in a refresh would have. A saved role that fails
+/// under every root is an error, never a first run.
 pub(crate) fn restore(dir: &Path, pinned_root: &[u8]) -> Result<TrustedState, RestoreError> {
     let verification = |source| RestoreError::Verification {
         dir: dir.to_owned(),
@@ -170,35 +174,57 @@ pub(crate) fn restore(dir: &Path, pinned_root: &[u8]) -> Result<TrustedState, Re
         source,
     };
     let pinned = VerifiedRoot::from_pinned(pinned_root).map_err(verification)?;
-    let mut root = pinned.clone();
+    // Oldest first; the last is the root the restored state trusts.
+    let mut roots = vec![pinned.clone()];
     for _ in 0..MAX_SAVED_ROOTS {
-        let name = format!("{}.root.json", root.version() + 1);
+        let newest = roots.last().expect("starts with the pinned root");
+        let name = format!("{}.root.json", newest.version() + 1);
         match read_saved(dir, &name, MAX_ROOT_BYTES) {
-            Ok(bytes) => root = root.verify_successor(&bytes).map_err(verification)?,
+            Ok(bytes) => {
+                let next = newest.verify_successor(&bytes).map_err(verification)?;
+                roots.push(next);
+            }
             Err(FetchError::NotFound) => break,
             Err(FetchError::Failed(source)) => return Err(io(io::Error::other(source))),
         }
     }
-    let saved = &mut SavedFiles { dir };
-    let older = match newest_saved_root_version(dir).map_err(io)? {
-        Some(newest) if newest < pinned.version() => newest,
-        _ => return TrustedState::restore(root.bytes(), saved).map_err(verification),
-    };
-    let bytes = read_saved(dir, &format!("{older}.root.json"), MAX_ROOT_BYTES)
-        .map_err(|error| io(io::Error::other(error)))?;
-    // Nothing links this root to the pinned one when versions in between were never saved,
-    // so it is checked on its own (signed by its own root keys). That is enough: a role the
-    // pinned root keeps was verified with exactly the keys and threshold it assigns.
-    let older_root = VerifiedRoot::from_pinned(&bytes).map_err(verification)?;
-    if older_root.version() != older {
-        return Err(verification(VerificationError::RootVersion {
-            expected: older,
-            offered: older_root.version(),
-        }));
+    if let Some(older) = newest_saved_root_version(dir)
+        .map_err(io)?
+        .filter(|&newest| newest < pinned.version())
+    {
+        let bytes = read_saved(dir, &format!("{older}.root.json"), MAX_ROOT_BYTES)
+            .map_err(|error| io(io::Error::other(error)))?;
+        // Nothing links this root to the pinned one when versions in between were never
+        // saved, so it is checked on its own (signed by its own root keys). That is enough: a
+        // role the pinned root keeps was verified with exactly the keys and threshold it
+        // assigns.
+        let older_root = VerifiedRoot::from_pinned(&bytes).map_err(verification)?;
+        if older_root.version() != older {
+            return Err(verification(VerificationError::RootVersion {
+                expected: older,
+                offered: older_root.version(),
+            }));
+        }
+        roots.insert(0, older_root);
     }
-    let mut state = TrustedState::restore(older_root.bytes(), saved).map_err(verification)?;
-    state.adopt_root(pinned).map_err(verification)?;
-    Ok(state)
+    let saved = &mut SavedFiles { dir };
+    let mut newest_error = None;
+    for (at, root) in roots.iter().enumerate().rev() {
+        match TrustedState::restore(root.bytes(), saved) {
+            Ok(mut state) => {
+                for newer in &roots[at + 1..] {
+                    state.adopt_root(newer.clone()).map_err(verification)?;
+                }
+                return Ok(state);
+            }
+            Err(error) => {
+                newest_error.get_or_insert(error);
+            }
+        }
+    }
+    Err(verification(
+        newest_error.expect("the chain holds at least the pinned root"),
+    ))
 }
 
 /// The highest `N` of the saved `N.root.json` files, `None` when none is saved.
@@ -220,9 +246,16 @@ fn newest_saved_root_version(dir: &Path) -> io::Result<Option<u64>> {
     Ok(newest)
 }
 
-/// Writes the state's verified files to `dir` (each atomically) and removes saved
-/// timestamp, snapshot and targets files it no longer names. Roots are all kept: they are
-/// the chain [`restore`] follows from the pinned root.
+/// Writes the state's verified files to `dir` (each atomically), in the order
+/// [`TrustedState::saved_files`] gives, and then removes saved snapshot and targets files it
+/// no longer names. Roots are all kept: they are the chain [`restore`] follows from the
+/// pinned root.
+///
+/// A crash part-way leaves a state [`restore`] accepts with its checks intact: roots go
+/// first (restore falls back to the root the old roles were verified under), the timestamp
+/// last (until it is replaced, the old timestamp names the old snapshot, and the old
+/// snapshot the old targets, which are still on disk), and nothing the old files name is
+/// removed before the new ones are in place.
 pub(crate) fn save(dir: &Path, state: &TrustedState) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let files = state.saved_files();

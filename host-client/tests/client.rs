@@ -529,6 +529,105 @@ async fn a_newer_pinned_root_takes_over_the_state_saved_under_an_older_root() {
     );
 }
 
+/// The files under `{dir}/tuf/`, by name.
+fn saved_metadata(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir.join("tuf"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            (name, std::fs::read(entry.path()).unwrap())
+        })
+        .collect()
+}
+
+/// A host that crashes part-way through saving the metadata of a refresh starts again and
+/// catches up, at every point of the save, even when that refresh followed a rotation of the
+/// timestamp and targets keys: the new root is on disk beside roles signed with the keys it
+/// replaced. Saving writes the roots, then the targets, snapshot and timestamp (each file
+/// atomically), and removes the old files last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_part_way_through_saving_metadata_leaves_a_state_that_starts() {
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    let before_dir = tempfile::tempdir().unwrap();
+    store
+        .client(before_dir.path())
+        .check_updates()
+        .await
+        .unwrap();
+    let before = saved_metadata(before_dir.path());
+
+    store.keys.timestamp = plugstore_tuf::keys::SigningKey::generate().unwrap();
+    store.keys.targets = plugstore_tuf::keys::SigningKey::generate().unwrap();
+    store.publish_next_root();
+    let files = store
+        .state
+        .resign_targets(&store.keys, plugstore_tuf::time::UnixTime::now())
+        .unwrap();
+    store.serve_files(files);
+    store.publish("acme/hello", "1.1.0");
+    let after_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(after_dir.path().join("tuf")).unwrap();
+    for (name, bytes) in &before {
+        std::fs::write(after_dir.path().join("tuf").join(name), bytes).unwrap();
+    }
+    store
+        .client(after_dir.path())
+        .check_updates()
+        .await
+        .unwrap();
+    let after = saved_metadata(after_dir.path());
+
+    // The files the refresh wrote, in the order it writes them.
+    let order = |name: &str| {
+        [
+            "root.json",
+            "targets.json",
+            "snapshot.json",
+            "timestamp.json",
+        ]
+        .iter()
+        .position(|suffix| name.ends_with(suffix))
+        .unwrap()
+    };
+    let mut written: Vec<&String> = after
+        .iter()
+        .filter(|(name, bytes)| before.get(*name) != Some(*bytes))
+        .map(|(name, _)| name)
+        .collect();
+    written.sort_by_key(|name| order(name));
+    assert_eq!(
+        written.iter().map(|name| order(name)).collect::<Vec<_>>(),
+        [0, 1, 2, 3],
+        "one file of each kind: {written:?}"
+    );
+    for crashed_after in 0..=written.len() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tuf")).unwrap();
+        for (name, bytes) in before.iter().chain(
+            written[..crashed_after]
+                .iter()
+                .map(|name| (*name, &after[*name])),
+        ) {
+            std::fs::write(dir.path().join("tuf").join(name), bytes).unwrap();
+        }
+        let restarted = store
+            .client_builder(dir.path())
+            .build()
+            .unwrap_or_else(|error| panic!("crashed after {crashed_after} files: {error}"));
+        restarted
+            .check_updates()
+            .await
+            .unwrap_or_else(|error| panic!("crashed after {crashed_after} files: {error}"));
+        assert_eq!(
+            saved_metadata(dir.path()),
+            after,
+            "crashed after {crashed_after} files"
+        );
+    }
+}
+
 /// Moving saved state to a newer pinned root is no reason to skip its checks: a damaged
 /// saved file is still an error, not a first run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,11 +210,19 @@ impl TrustedState {
         self.snapshot.as_ref().map(|snapshot| snapshot.version)
     }
 
-    /// The verified files a host should save after an update, by file name: every root of
-    /// the chain this state followed (oldest first, ending with the trusted root), the
-    /// timestamp, the snapshot and the top-level targets. Restoring them with
-    /// [`TrustedState::restore`] keeps the rollback protection across restarts. Bins are not
-    /// included: they are fetched again on demand, pinned by the snapshot's versions.
+    /// The verified files a host should save after an update, by file name, in the order to
+    /// write them: every root of the chain this state followed (oldest first, ending with the
+    /// trusted root), then the top-level targets, the snapshot and last the timestamp.
+    /// Restoring them with [`TrustedState::restore`] keeps the rollback protection across
+    /// restarts. Bins are not included: they are fetched again on demand, pinned by the
+    /// snapshot's versions.
+    ///
+    /// The order is what keeps a crash part-way through a save harmless, as long as each file
+    /// is replaced atomically and no old file is removed before the last is written: until
+    /// the timestamp is replaced, the old timestamp still names the old snapshot, which
+    /// names the old targets, all still on disk. (Written timestamp first, a crash would
+    /// leave a timestamp naming a snapshot that is not there, and a restore would trust the
+    /// timestamp alone, with no snapshot to check the next one's targets version against.)
     pub fn saved_files(&self) -> Vec<(String, &[u8])> {
         let mut files: Vec<(String, &[u8])> = self
             .followed_roots
@@ -222,8 +230,8 @@ impl TrustedState {
             .chain(std::iter::once(&self.root))
             .map(|root| (root.file_name(), root.bytes()))
             .collect();
-        if let Some(timestamp) = &self.timestamp {
-            files.push((RoleName::Timestamp.file_name(0), &timestamp.bytes));
+        if let Some(targets) = &self.targets {
+            files.push((RoleName::Targets.file_name(targets.version), &targets.bytes));
         }
         if let Some(snapshot) = &self.snapshot {
             files.push((
@@ -231,8 +239,8 @@ impl TrustedState {
                 &snapshot.bytes,
             ));
         }
-        if let Some(targets) = &self.targets {
-            files.push((RoleName::Targets.file_name(targets.version), &targets.bytes));
+        if let Some(timestamp) = &self.timestamp {
+            files.push((RoleName::Timestamp.file_name(0), &timestamp.bytes));
         }
         files
     }

@@ -375,15 +375,14 @@ fn a_restarted_host_keeps_its_rollback_protection() {
     client
         .refresh(&mut repo.server, START.plus(minutes(2)))
         .unwrap();
-    let saved: HashMap<String, Vec<u8>> = client
-        .saved_files()
-        .into_iter()
-        .map(|(name, bytes)| (name, bytes.to_vec()))
-        .collect();
-    let mut names: Vec<&String> = saved.keys().collect();
-    names.sort();
+    let files = client.saved_files();
+    // In the order to write them, the timestamp last: until it is replaced, the old one names
+    // files still on disk.
     assert_eq!(
-        names,
+        files
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
         [
             "1.root.json",
             "1.targets.json",
@@ -391,6 +390,10 @@ fn a_restarted_host_keeps_its_rollback_protection() {
             "timestamp.json"
         ]
     );
+    let saved: HashMap<String, Vec<u8>> = files
+        .into_iter()
+        .map(|(name, bytes)| (name, bytes.to_vec()))
+        .collect();
     let root = saved["1.root.json"].clone();
     let mut disk = common::Server {
         files: saved,
