@@ -311,17 +311,34 @@ impl CheckContext<'_> {
     }
 
     /// The API's URL when it claims the signed SHA-256 (so it is at worst a mirror that
-    /// serves wrong bytes, which the hash check refuses), else the store's blob URL.
+    /// serves wrong bytes, which the hash check refuses) and is no less private than the
+    /// store's, else the store's blob URL.
     fn url_for(&self, offered: Option<&OfferedBlob>, signed: Sha256) -> String {
         match offered {
             Some(blob)
                 if blob.sha256.parse::<Sha256>().ok() == Some(signed)
-                    && (blob.url.starts_with("https://") || blob.url.starts_with("http://")) =>
+                    && is_as_private_as(&blob.url, self.base_url) =>
             {
                 blob.url.clone()
             }
             _ => self.blob_url(signed),
         }
+    }
+}
+
+/// Whether fetching `url` reveals no more to the network than fetching from `base_url`:
+/// https is always fine, plain http only for a store reached over plain http (a local test
+/// store). The hash check keeps the bytes right either way; this keeps which plugins a host
+/// runs from being read off the wire when the host chose https.
+fn is_as_private_as(url: &str, base_url: &str) -> bool {
+    let scheme = |url: &str| {
+        url.split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase())
+    };
+    match scheme(url).as_deref() {
+        Some("https") => true,
+        Some("http") => scheme(base_url).as_deref() == Some("http"),
+        _ => false,
     }
 }
 
@@ -646,4 +663,74 @@ pub(crate) fn confirmed_revocations<F: Fetch + ?Sized>(
         });
     }
     Ok(revoked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offered_url_may_not_be_less_private_than_the_store() {
+        assert!(is_as_private_as(
+            "https://cdn.example/b",
+            "https://store.example"
+        ));
+        assert!(is_as_private_as(
+            "HTTPS://cdn.example/b",
+            "https://store.example"
+        ));
+        assert!(is_as_private_as(
+            "https://cdn.example/b",
+            "http://127.0.0.1:8080"
+        ));
+        assert!(is_as_private_as(
+            "http://127.0.0.1:9/b",
+            "http://127.0.0.1:8080"
+        ));
+        assert!(!is_as_private_as(
+            "http://cdn.example/b",
+            "https://store.example"
+        ));
+        assert!(!is_as_private_as(
+            "HTTP://cdn.example/b",
+            "https://store.example"
+        ));
+        assert!(!is_as_private_as(
+            "ftp://cdn.example/b",
+            "http://store.example"
+        ));
+        assert!(!is_as_private_as(
+            "/blobs/sha256/00",
+            "http://store.example"
+        ));
+    }
+
+    #[test]
+    fn a_plain_http_offer_under_an_https_store_falls_back_to_the_store() {
+        let host = HostApp {
+            app_id: "org.example.editor".to_owned(),
+            version: Version::new(1, 0, 0),
+            platform: Target::Any,
+        };
+        let signed = Sha256::of(b"package");
+        let context = CheckContext {
+            host: &host,
+            channel: Channel::Stable,
+            base_url: "https://store.example",
+            now: UnixTime::now(),
+        };
+        let offered = |url: &str| OfferedBlob {
+            target: String::new(),
+            url: url.to_owned(),
+            sha256: signed.to_hex(),
+        };
+        assert_eq!(
+            context.url_for(Some(&offered("http://cdn.example/p")), signed),
+            format!("https://store.example/blobs/sha256/{}", signed.to_hex())
+        );
+        assert_eq!(
+            context.url_for(Some(&offered("https://cdn.example/p")), signed),
+            "https://cdn.example/p"
+        );
+    }
 }
