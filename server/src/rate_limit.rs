@@ -41,9 +41,25 @@ impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
 }
 
 impl Bucket<IpAddr> {
-    /// Takes a token for `client`, or answers 429 with the wait in `Retry-After`.
+    /// Takes a token for `client`'s network ([`network_of`]), or answers 429 with the wait in
+    /// `Retry-After`.
     pub fn check(&self, client: ClientIp) -> ApiResult<()> {
-        self.check_key(&client.0)
+        self.check_key(&network_of(client.0))
+    }
+}
+
+/// The rate-limit key of a client address: an IPv4 address itself, and the /64 of an IPv6
+/// one. A /64 is the smallest network an ISP routes to one subscriber (RFC 6177) and one
+/// interface can pick any address in it (privacy addresses, RFC 8981), so a key per /128
+/// would hand one client 2^64 buckets. An IPv4-mapped IPv6 address is its IPv4 address, so a
+/// dual-stack listener does not give one client two keys.
+fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !(u128::from(u64::MAX))).into()),
+        },
     }
 }
 
@@ -133,5 +149,34 @@ impl FromRequestParts<AppState> for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         Ok(Self(peer.unwrap_or(IpAddr::from([127, 0, 0, 1]))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> ClientIp {
+        ClientIp(text.parse().unwrap())
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_64_share_a_bucket() {
+        let bucket = Bucket::new(Duration::from_secs(3600), 1);
+        bucket.check(ip("2001:db8:1:2::1")).unwrap();
+        bucket
+            .check(ip("2001:db8:1:2:ffff:ffff:ffff:fffe"))
+            .unwrap_err();
+        bucket.check(ip("2001:db8:1:3::1")).unwrap();
+    }
+
+    #[test]
+    fn an_ipv4_address_is_its_own_key_also_when_mapped_into_ipv6() {
+        let bucket = Bucket::new(Duration::from_secs(3600), 1);
+        bucket.check(ip("192.0.2.1")).unwrap();
+        bucket.check(ip("::ffff:192.0.2.1")).unwrap_err();
+        bucket.check(ip("192.0.2.2")).unwrap();
+        bucket.check(ip("::ffff:192.0.2.3")).unwrap();
+        bucket.check(ip("192.0.2.3")).unwrap_err();
     }
 }
