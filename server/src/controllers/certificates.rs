@@ -5,14 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{PublisherPath, audit, rfc3339};
 use crate::app::AppState;
 use crate::auth::{Caller, MemberRole, Scope};
 use crate::ca::CaError;
-use crate::db;
+use crate::db::{self, Engine};
 use crate::error::{ApiError, ApiResult, Problem, ProblemKind};
 
 /// A certificate signing request.
@@ -253,22 +253,14 @@ pub async fn revoke_certificate(
     let reason = super::checked_reason(&body.reason)?;
     let fingerprint = path.fingerprint.to_ascii_lowercase();
     let mut tx = app.db.pool.begin().await?;
-    // Every encoding of the certificate is revoked with it: an ECDSA signature re-encoded as
-    // (r, n − s) makes another, equally valid certificate with another fingerprint, which a
-    // holder of the leaked key may already have uploaded with. They share what the issuer
-    // signed, so their issuer and serial.
-    let changed = sqlx::query(
-        "UPDATE certificates SET revoked_at = $1, revoked_by = $2, revoked_reason = $3 \
-         WHERE revoked_at IS NULL AND EXISTS (SELECT 1 FROM certificates named \
-           WHERE named.fingerprint = $4 AND named.publisher_id = $5 \
-             AND named.serial = certificates.serial AND named.issuer = certificates.issuer)",
+    let changed = revoke_every_encoding(
+        &mut tx,
+        app.db.engine,
+        publisher.id,
+        &fingerprint,
+        me.user_id,
+        reason,
     )
-    .bind(db::now())
-    .bind(me.user_id)
-    .bind(reason)
-    .bind(&fingerprint)
-    .bind(publisher.id)
-    .execute(&mut *tx)
     .await?;
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM certificates WHERE fingerprint = $1 AND publisher_id = $2"
@@ -283,7 +275,7 @@ pub async fn revoke_certificate(
             publisher.name
         ))
     })?;
-    if changed.rows_affected() > 0 {
+    if changed > 0 {
         audit(
             &mut tx,
             Some(me.user_id),
@@ -295,4 +287,138 @@ pub async fn revoke_certificate(
     }
     tx.commit().await?;
     Ok(Json(certificate_view(&row)?))
+}
+
+/// Revokes `publisher_id`'s certificate `fingerprint` and every other recorded encoding of
+/// it, in `tx`; returns how many rows it revoked (0 when the certificate is unknown or
+/// already revoked).
+///
+/// An ECDSA signature re-encoded as (r, n − s) makes another, equally valid certificate with
+/// another fingerprint, which a holder of the leaked key may already have uploaded with. The
+/// encodings share what the issuer signed, so their issuer and serial: that identity is what
+/// is revoked. The identity's turn ([`take_identity_turn`]) is taken first, so an upload
+/// recording a new encoding either commits before this reads the rows (and its row is
+/// revoked here) or waits and then finds the revocation ([`record_signer`]).
+pub async fn revoke_every_encoding(
+    tx: &mut AnyConnection,
+    engine: Engine,
+    publisher_id: i64,
+    fingerprint: &str,
+    revoked_by: i64,
+    reason: &str,
+) -> sqlx::Result<u64> {
+    if engine == Engine::Postgres {
+        sqlx::query(
+            "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtextextended('certificate ' || serial || ' ' || issuer, 0)) \
+             FROM certificates WHERE fingerprint = $1 AND publisher_id = $2) AS turns",
+        )
+        .bind(fingerprint)
+        .bind(publisher_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    }
+    let changed = sqlx::query(
+        "UPDATE certificates SET revoked_at = $1, revoked_by = $2, revoked_reason = $3 \
+         WHERE revoked_at IS NULL AND EXISTS (SELECT 1 FROM certificates named \
+           WHERE named.fingerprint = $4 AND named.publisher_id = $5 \
+             AND named.serial = certificates.serial AND named.issuer = certificates.issuer)",
+    )
+    .bind(db::now())
+    .bind(revoked_by)
+    .bind(reason)
+    .bind(fingerprint)
+    .bind(publisher_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(changed.rows_affected())
+}
+
+/// Waits for, then holds until `tx` ends, the turn of one certificate identity (issuer and
+/// serial), which revocations and uploads of that identity take before they read its rows.
+///
+/// On PostgreSQL this is a transaction-scoped advisory lock on a hash of the identity (a
+/// collision only makes two identities take turns). Under READ COMMITTED each statement
+/// sees what was committed before it began, so the statements after the turn see everything
+/// the previous holder committed. SQLite needs nothing here: it runs one writing
+/// transaction at a time, and both callers write before they read these rows.
+async fn take_identity_turn(
+    tx: &mut AnyConnection,
+    engine: Engine,
+    serial_hex: &str,
+    issuer: &str,
+) -> sqlx::Result<()> {
+    if engine == Engine::Postgres {
+        sqlx::query(
+            "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtextextended('certificate ' || $1 || ' ' || $2, 0))) AS turns",
+        )
+        .bind(serial_hex)
+        .bind(issuer)
+        .fetch_one(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A signer's leaf certificate as an upload records it.
+#[derive(Debug, Clone, Copy)]
+pub struct SignerRecord<'a> {
+    /// SHA-256 of the DER, bare hex.
+    pub fingerprint: &'a str,
+    /// Serial number, lowercase hex.
+    pub serial_hex: &'a str,
+    /// Subject, RFC 4514 style.
+    pub subject: &'a str,
+    /// Issuer, RFC 4514 style.
+    pub issuer: &'a str,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+}
+
+/// Records an upload's signer certificate (an external one, unless the store issued it and
+/// so recorded it already) in the upload's transaction `tx`, which has already written (see
+/// [`take_identity_turn`]). Refused as revoked when any encoding of it was revoked since the
+/// upload's signature was checked: that check ran before the package was stored, and a
+/// revocation committed in between would otherwise miss the new encoding's row.
+pub async fn record_signer(
+    tx: &mut AnyConnection,
+    engine: Engine,
+    publisher_id: i64,
+    signer: SignerRecord<'_>,
+    now: i64,
+) -> ApiResult<()> {
+    take_identity_turn(tx, engine, signer.serial_hex, signer.issuer).await?;
+    let revoked: Option<String> = sqlx::query_scalar(
+        "SELECT fingerprint FROM certificates WHERE serial = $1 AND issuer = $2 AND revoked_at IS NOT NULL LIMIT 1",
+    )
+    .bind(signer.serial_hex)
+    .bind(signer.issuer)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(revoked) = revoked {
+        return Err(ApiError::new(
+            ProblemKind::UntrustedCertificate,
+            format!(
+                "certificate {} was revoked while this upload was being recorded (as {revoked}, the same issuer and serial)",
+                signer.fingerprint
+            ),
+        )
+        .with_code("revoked"));
+    }
+    sqlx::query(
+        "INSERT INTO certificates (publisher_id, fingerprint, serial, subject, issuer, not_before, not_after, origin, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'external', $8) ON CONFLICT (fingerprint) DO NOTHING",
+    )
+    .bind(publisher_id)
+    .bind(signer.fingerprint)
+    .bind(signer.serial_hex)
+    .bind(signer.subject)
+    .bind(signer.issuer)
+    .bind(signer.not_before)
+    .bind(signer.not_after)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

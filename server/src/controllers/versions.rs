@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::audit;
+use super::certificates::SignerRecord;
 use super::plugins::{VersionPath, VersionView, version_view};
 use crate::app::AppState;
 use crate::auth::{Caller, Credential, MemberRole, Principal, Scope};
@@ -531,19 +532,20 @@ async fn insert_version(
     let signer = &accepted.signer;
     // Certificates are named by bare hex SHA-256 throughout the database.
     let fingerprint = hex::encode(signer.leaf_fingerprint.as_bytes());
-    sqlx::query(
-        "INSERT INTO certificates (publisher_id, fingerprint, serial, subject, issuer, not_before, not_after, origin, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'external', $8) ON CONFLICT (fingerprint) DO NOTHING",
+    super::certificates::record_signer(
+        &mut tx,
+        app.db.engine,
+        publisher_id,
+        SignerRecord {
+            fingerprint: &fingerprint,
+            serial_hex: &signer.serial_hex,
+            subject: &signer.subject,
+            issuer: &signer.issuer,
+            not_before: signer.not_before,
+            not_after: signer.not_after,
+        },
+        now,
     )
-    .bind(publisher_id)
-    .bind(&fingerprint)
-    .bind(&signer.serial_hex)
-    .bind(&signer.subject)
-    .bind(&signer.issuer)
-    .bind(signer.not_before)
-    .bind(signer.not_after)
-    .bind(now)
-    .execute(&mut *tx)
     .await?;
     let inserted = sqlx::query(
         "INSERT INTO plugin_versions (plugin_id, version, state, package_digest, package_size, created_at, manifest, signature, signer_fingerprint, published_by, state_changed_at, description) \

@@ -411,6 +411,89 @@ both_stacks! {
         assert_eq!(app.get("/api/v1/plugins/acme/hello/versions/1.1.0", None).await.status, StatusCode::NOT_FOUND);
     }
 
+    async fn a_revocation_and_an_upload_of_another_encoding_take_turns(app) {
+        use plugstore_server::blob_gc;
+        use plugstore_server::controllers::certificates::{SignerRecord, record_signer, revoke_every_encoding};
+        use plugstore_server::error::ProblemKind;
+
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        let db = app.app.db.clone();
+        // The last steps of an upload's final transaction, for the twin of `signer`: its turn
+        // on the blob fence (every upload's first write), then recording its signer.
+        let record_twin = |signer: &StoreSigner| {
+            let twin = signer.reencoded().fingerprint;
+            let (db, blobs, original) = (db.clone(), app.app.blobs.clone(), signer.fingerprint.clone());
+            async move {
+                let (publisher_id, serial, subject, issuer, not_before, not_after): (i64, String, String, String, i64, i64) =
+                    sqlx::query_as("SELECT publisher_id, serial, subject, issuer, not_before, not_after FROM certificates WHERE fingerprint = $1")
+                        .bind(&original)
+                        .fetch_one(&db.pool)
+                        .await
+                        .unwrap();
+                let mut tx = db.pool.begin().await.unwrap();
+                blob_gc::confirm_stored(&mut tx, blobs.as_ref(), []).await.unwrap();
+                let record = SignerRecord { fingerprint: &twin, serial_hex: &serial, subject: &subject, issuer: &issuer, not_before, not_after };
+                let recorded = record_signer(&mut tx, db.engine, publisher_id, record, 0).await;
+                (tx, recorded)
+            }
+        };
+        let revoke = |fingerprint: &str| {
+            let (db, fingerprint, owner_id) = (db.clone(), fingerprint.to_owned(), owner.id);
+            async move {
+                let publisher_id: i64 = sqlx::query_scalar("SELECT id FROM publishers WHERE name = 'acme'").fetch_one(&db.pool).await.unwrap();
+                let mut tx = db.pool.begin().await.unwrap();
+                let revoked = revoke_every_encoding(&mut tx, db.engine, publisher_id, &fingerprint, owner_id, "key leaked").await.unwrap();
+                (tx, revoked)
+            }
+        };
+        let is_revoked = |fingerprint: String| {
+            let db = db.clone();
+            async move {
+                sqlx::query_scalar::<_, Option<i64>>("SELECT revoked_at FROM certificates WHERE fingerprint = $1")
+                    .bind(fingerprint)
+                    .fetch_optional(&db.pool)
+                    .await
+                    .unwrap()
+                    .map(|revoked_at| revoked_at.is_some())
+            }
+        };
+
+        // The upload records a new encoding first: the revocation waits for it to commit,
+        // then revokes it with the certificate as issued.
+        let first = StoreSigner::new(&app, &owner, "acme").await;
+        let (upload, recorded) = record_twin(&first).await;
+        recorded.unwrap();
+        let revocation = tokio::spawn({
+            let revoke = revoke(&first.fingerprint);
+            async move {
+                let (tx, revoked) = revoke.await;
+                tx.commit().await.unwrap();
+                revoked
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!revocation.is_finished(), "the revocation must wait for the upload's transaction");
+        upload.commit().await.unwrap();
+        assert_eq!(revocation.await.unwrap(), 2, "both encodings are revoked");
+        assert_eq!(is_revoked(first.reencoded().fingerprint).await, Some(true));
+
+        // The revocation goes first: the upload waits for it, then is refused, recording nothing.
+        let second = StoreSigner::new(&app, &owner, "acme").await;
+        let (revocation, revoked) = revoke(&second.fingerprint).await;
+        assert_eq!(revoked, 1);
+        let upload = tokio::spawn(record_twin(&second));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!upload.is_finished(), "the upload must wait for the revocation's transaction");
+        revocation.commit().await.unwrap();
+        let (upload, recorded) = upload.await.unwrap();
+        let refused = recorded.unwrap_err();
+        assert_eq!(refused.kind(), ProblemKind::UntrustedCertificate, "{refused:?}");
+        assert!(refused.detail().unwrap().contains("was revoked while this upload was being recorded"), "{refused:?}");
+        drop(upload);
+        assert_eq!(is_revoked(second.reencoded().fingerprint).await, None, "no row for the refused encoding");
+    }
+
     async fn bad_update_checks_say_what_to_fix(app) {
         let cases = [
             (json!({"host": {"app_id": "x", "version": "two", "platform": "linux-x86_64"}, "install_id": "install-0001", "installed": []}), "host.version"),
