@@ -1,5 +1,7 @@
 //! Read endpoints for plugins and their versions. Publishing arrives with signed packages.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
@@ -149,33 +151,58 @@ pub async fn search_plugins(
     .bind(page.fetch_limit())
     .fetch_all(&app.db.pool)
     .await?;
-    let mut views = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let latest = latest_version(&app, row.try_get("id")?).await?;
-        views.push(plugin_view(row, latest)?);
-    }
+    let ids = rows
+        .iter()
+        .map(|row| row.try_get::<i64, _>("id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut latest = latest_versions(&app, &ids).await?;
+    let views = rows
+        .iter()
+        .zip(&ids)
+        .map(|(row, id)| plugin_view(row, latest.remove(id)))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(page.finish(views, |p| p.row_id)))
 }
 
 /// The highest published version by semver precedence.
 async fn latest_version(app: &AppState, plugin_id: i64) -> ApiResult<Option<String>> {
-    let rows = sqlx::query(
-        "SELECT version FROM plugin_versions WHERE plugin_id = $1 AND state = 'published'",
-    )
-    .bind(plugin_id)
-    .fetch_all(&app.db.pool)
-    .await?;
-    let mut best: Option<semver::Version> = None;
-    for row in rows {
+    Ok(latest_versions(app, &[plugin_id]).await?.remove(&plugin_id))
+}
+
+/// The highest published version of each of `plugin_ids` (those with one), by semver
+/// precedence, in one query: a page of search results costs two queries, not one per plugin.
+async fn latest_versions(app: &AppState, plugin_ids: &[i64]) -> ApiResult<HashMap<i64, String>> {
+    if plugin_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let list = (1..=plugin_ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT plugin_id, version FROM plugin_versions WHERE state = 'published' AND plugin_id IN ({list})"
+    );
+    // Not kept as a prepared statement: the text changes with the page's length.
+    let mut query = sqlx::query(&sql).persistent(false);
+    for id in plugin_ids {
+        query = query.bind(*id);
+    }
+    let mut best: HashMap<i64, semver::Version> = HashMap::new();
+    for row in query.fetch_all(&app.db.pool).await? {
         // Stored versions were validated as semver at upload; an unparsable one is skipped.
         let Ok(version) = semver::Version::parse(&row.try_get::<String, _>("version")?) else {
             continue;
         };
-        if best.as_ref().is_none_or(|b| version > *b) {
-            best = Some(version);
+        let plugin_id: i64 = row.try_get("plugin_id")?;
+        let current = best.entry(plugin_id).or_insert_with(|| version.clone());
+        if version > *current {
+            *current = version;
         }
     }
-    Ok(best.map(|v| v.to_string()))
+    Ok(best
+        .into_iter()
+        .map(|(id, version)| (id, version.to_string()))
+        .collect())
 }
 
 async fn find_plugin(app: &AppState, path: &PluginPath) -> ApiResult<sqlx::any::AnyRow> {

@@ -15,6 +15,9 @@ both_stacks! {
 
         let all = app.get("/api/v1/plugins", None).await.json();
         assert_eq!(all["items"].as_array().unwrap().len(), 3);
+        // A page reads its latest versions in one query; each plugin still gets its own.
+        let latest: Vec<(&str, &serde_json::Value)> = all["items"].as_array().unwrap().iter().map(|p| (p["id"].as_str().unwrap(), &p["latest_version"])).collect();
+        assert_eq!(latest, [("acme/widget", &serde_json::json!("2.0.0-rc.1")), ("acme/gadget", &serde_json::Value::Null), ("zeta/wid_get", &serde_json::Value::Null)]);
         let widget = app.get("/api/v1/plugins/acme/widget", None).await.json();
         assert_eq!(widget["id"], "acme/widget");
         // Semver precedence, not string order (1.10.0 > 1.9.0, and 2.0.0-rc.1 above both);
