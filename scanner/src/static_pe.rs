@@ -20,8 +20,19 @@ use crate::findings::{Finding, FindingCollector, Metrics, Severity, StaticAnalys
 use crate::limits::StaticLimits;
 use crate::rules::{self, Rule};
 
-/// Most imports read from one file; a well-formed DLL has a few hundred.
+/// Most import table entries read from one file, imported functions and the descriptors of
+/// the libraries they come from together; a well-formed DLL has a few hundred. Descriptors
+/// count because each costs a read too, and a table can hold millions of them without one
+/// import.
 const MAX_IMPORTS: usize = 20_000;
+
+/// Most bytes of import names (libraries and functions) read from one file (4 MiB); a
+/// well-formed DLL's add up to a few kilobytes, those of a large C++ one to a few hundred.
+///
+/// The end of each name is found by searching for its NUL, up to the end of the section
+/// without one: entries naming one long run without NUL, or all naming the same long name,
+/// would otherwise cost entries times its length.
+const MAX_IMPORT_NAME_BYTES: usize = 4 << 20;
 
 /// Longest DLL name kept, in bytes.
 const MAX_LIBRARY_NAME: usize = 256;
@@ -436,7 +447,7 @@ impl PeScan<'_, '_> {
     fn run<Pe: ImageNtHeaders>(&mut self, file: &PeFile<'_, Pe>) {
         self.machine(file);
         if let Err(error) = self.imports(file) {
-            self.invalid(&format!("import table: {error}"));
+            self.invalid(&error.to_string());
         }
         self.sections(file);
         self.signature(file);
@@ -471,29 +482,25 @@ impl PeScan<'_, '_> {
         }
     }
 
-    fn imports<Pe: ImageNtHeaders>(
-        &mut self,
-        file: &PeFile<'_, Pe>,
-    ) -> Result<(), object::read::Error> {
+    fn imports<Pe: ImageNtHeaders>(&mut self, file: &PeFile<'_, Pe>) -> Result<(), ImportsUnread> {
+        let mut budget = ImportBudget::default();
         let mut count = 0usize;
         let mut libraries = Vec::new();
         if let Some(table) = file.import_table()? {
             let mut descriptors = table.descriptors()?;
             while let Some(descriptor) = descriptors.next()? {
-                let library = library_name(table.name(descriptor.name.get(LE))?);
+                budget.entry()?;
+                let library = library_name(budget.name(table.name(descriptor.name.get(LE))?)?);
                 let first = match descriptor.original_first_thunk.get(LE) {
                     0 => descriptor.first_thunk.get(LE),
                     thunk => thunk,
                 };
                 let mut thunks = table.thunks(first)?;
                 while let Some(thunk) = thunks.next::<Pe>()? {
+                    budget.entry()?;
                     count += 1;
-                    if count > MAX_IMPORTS {
-                        self.too_many_imports();
-                        return Ok(());
-                    }
                     if let Import::Name(_, name) = table.import::<Pe>(thunk)? {
-                        self.import(&library, name, "import table");
+                        self.import(&library, budget.name(name)?, "import table");
                     }
                 }
                 libraries.push(library);
@@ -506,17 +513,16 @@ impl PeScan<'_, '_> {
         {
             let mut descriptors = table.descriptors()?;
             while let Some(descriptor) = descriptors.next()? {
-                let library = library_name(table.name(descriptor.dll_name_rva.get(LE))?);
+                budget.entry()?;
+                let name = table.name(descriptor.dll_name_rva.get(LE))?;
+                let library = library_name(budget.name(name)?);
                 let mut thunks = table.thunks(descriptor.import_name_table_rva.get(LE))?;
                 while let Some(thunk) = thunks.next::<Pe>()? {
+                    budget.entry()?;
                     count += 1;
-                    if count > MAX_IMPORTS {
-                        self.too_many_imports();
-                        return Ok(());
-                    }
                     if !thunk.is_ordinal() {
                         let (_, name) = table.hint_name(thunk.address())?;
-                        self.import(&library, name, "delay-load import table");
+                        self.import(&library, budget.name(name)?, "delay-load import table");
                     }
                 }
                 libraries.push(library);
@@ -532,10 +538,6 @@ impl PeScan<'_, '_> {
         self.metrics
             .insert("pe.imports.libraries".into(), json!(libraries));
         Ok(())
-    }
-
-    fn too_many_imports(&mut self) {
-        self.invalid(&format!("more than {MAX_IMPORTS} imports"));
     }
 
     fn import(&mut self, library: &str, name: &[u8], table: &str) {
@@ -558,6 +560,12 @@ impl PeScan<'_, '_> {
 
     fn sections<Pe: ImageNtHeaders>(&mut self, file: &PeFile<'_, Pe>) {
         let mut entropies = serde_json::Map::new();
+        // Each entropy is a pass over the section's data. Sections of a well-formed file
+        // hold distinct parts of it, so their data adds up to less than the file; a crafted
+        // one can have 65 535 sections over the same megabytes, and measuring each would
+        // cost sections times file size.
+        let mut unmeasured_bytes = self.bytes.len();
+        let mut unmeasured_sections = 0usize;
         for (index, section) in file.section_table().iter().enumerate() {
             let raw_name = section.raw_name();
             let name = String::from_utf8_lossy(raw_name).into_owned();
@@ -589,6 +597,11 @@ impl PeScan<'_, '_> {
             let Ok(data) = section.pe_data(self.bytes) else {
                 continue;
             };
+            let Some(left) = unmeasured_bytes.checked_sub(data.len()) else {
+                unmeasured_sections += 1;
+                continue;
+            };
+            unmeasured_bytes = left;
             let entropy = shannon_entropy(data);
             if entropies.len() < MAX_SECTION_METRICS {
                 entropies.insert(
@@ -616,6 +629,15 @@ impl PeScan<'_, '_> {
             "pe.entropy.sections".into(),
             serde_json::Value::Object(entropies),
         );
+        if unmeasured_sections > 0 {
+            // Not measuring a section could hide packed code in it, hence a high finding.
+            self.invalid(&format!(
+                "the data of its {} sections adds up to more than the file's {} bytes, so \
+                 sections overlap; the entropy of {unmeasured_sections} of them was not measured",
+                file.section_table().len(),
+                self.bytes.len()
+            ));
+        }
     }
 
     fn signature<Pe: ImageNtHeaders>(&mut self, file: &PeFile<'_, Pe>) {
@@ -662,6 +684,48 @@ impl PeScan<'_, '_> {
                 );
             }
         }
+    }
+}
+
+/// Why the import tables were not read to their end.
+#[derive(Debug, thiserror::Error)]
+enum ImportsUnread {
+    /// A table or a name does not parse.
+    #[error("import table: {0}")]
+    Malformed(#[from] object::read::Error),
+    /// Over [`MAX_IMPORTS`].
+    #[error("more than {MAX_IMPORTS} imports and imported libraries")]
+    TooManyEntries,
+    /// Over [`MAX_IMPORT_NAME_BYTES`].
+    #[error("its import names add up to more than {MAX_IMPORT_NAME_BYTES} bytes")]
+    NamesTooLong,
+}
+
+/// What [`PeScan::imports`] has read so far, against [`MAX_IMPORTS`] and
+/// [`MAX_IMPORT_NAME_BYTES`].
+#[derive(Default)]
+struct ImportBudget {
+    entries: usize,
+    name_bytes: usize,
+}
+
+impl ImportBudget {
+    /// Counts one descriptor or import.
+    fn entry(&mut self) -> Result<(), ImportsUnread> {
+        self.entries += 1;
+        if self.entries > MAX_IMPORTS {
+            return Err(ImportsUnread::TooManyEntries);
+        }
+        Ok(())
+    }
+
+    /// Counts a name that was read, which cost a search through its bytes and its NUL.
+    fn name<'data>(&mut self, name: &'data [u8]) -> Result<&'data [u8], ImportsUnread> {
+        self.name_bytes += name.len() + 1;
+        if self.name_bytes > MAX_IMPORT_NAME_BYTES {
+            return Err(ImportsUnread::NamesTooLong);
+        }
+        Ok(name)
     }
 }
 

@@ -191,8 +191,9 @@ fn find_in_text(data: &[u8], limits: &StaticLimits, sink: &mut impl FnMut(Indica
     }
 
     let mut pending: Option<Range<usize>> = None;
+    let mut names = DomainNames::default();
     for found in dot.then(|| TLD.find_iter(data)).into_iter().flatten() {
-        let Some(domain) = domain_ending_at(data, found.start(), found.end()) else {
+        let Some(domain) = names.ending_at(data, found.start(), found.end()) else {
             continue;
         };
         if in_url(&domain) {
@@ -305,34 +306,71 @@ const fn base64_bytes() -> [bool; 256] {
 }
 static BASE64_BYTES: [bool; 256] = base64_bytes();
 
-/// The domain name whose top-level domain (with its dot) is `tld_start..end`: the longest
-/// run of valid labels before it, if there is at least one.
-fn domain_ending_at(data: &[u8], tld_start: usize, end: usize) -> Option<Range<usize>> {
-    let mut start = tld_start;
-    let mut label_end = tld_start;
-    let mut labels = 0;
-    loop {
-        let mut label_start = label_end;
-        while label_start > 0
-            && (data[label_start - 1].is_ascii_alphanumeric() || data[label_start - 1] == b'-')
-        {
-            label_start -= 1;
-        }
-        let label = &data[label_start..label_end];
-        if label.is_empty() || label.len() > 63 || label.starts_with(b"-") || label.ends_with(b"-")
-        {
-            break;
-        }
-        labels += 1;
-        start = label_start;
-        if label_start == 0 || data[label_start - 1] != b'.' {
-            break;
-        }
-        label_end = label_start - 1;
+/// The domain names before top-level domains, found one top-level domain after the other in
+/// order of position.
+///
+/// A name is the longest run of valid labels before its top-level domain, so in a long dotted
+/// run (`a.com.com.com…`, which a hostile upload can make megabytes long) every top-level
+/// domain has nearly the same run before it. Walking each run anew would cost the square of
+/// the run's length; a walk that reaches the previous top-level domain takes its answer
+/// instead, and all the walks of a text together step over each byte once.
+#[derive(Default)]
+struct DomainNames {
+    /// The previous top-level domain's start, and where its name starts (`None`: it has none).
+    previous: Option<(usize, Option<usize>)>,
+}
+
+impl DomainNames {
+    /// The domain name whose top-level domain (with its dot) is `tld_start..end`: the longest
+    /// run of valid labels before it, if there is at least one. A run longer than a DNS name
+    /// can be (253 bytes) is reported whole too: no resolver takes it, but a program can look
+    /// up any tail of it, so it is left to a reviewer.
+    fn ending_at(&mut self, data: &[u8], tld_start: usize, end: usize) -> Option<Range<usize>> {
+        let start = self.start_of_name(data, tld_start);
+        self.previous = Some((tld_start, start));
+        start.map(|start| start..end)
     }
-    // A name glued to an identifier (`my_host.com`) or a path component is not a host.
-    let before = start.checked_sub(1).map(|at| data[at]);
-    (labels > 0 && !matches!(before, Some(b'_' | b'-' | b'.'))).then_some(start..end)
+
+    fn start_of_name(&self, data: &[u8], tld_start: usize) -> Option<usize> {
+        let mut start = tld_start;
+        let mut label_end = tld_start;
+        let mut labels = 0;
+        loop {
+            if let Some((previous_tld, previous_start)) = self.previous
+                && previous_tld == label_end
+            {
+                // From here this walk goes on exactly as the previous one did: its valid
+                // labels are ours too, and if its first label is invalid, it has no name and
+                // ours would start right after a dot, which makes no name either.
+                return previous_start;
+            }
+            let mut label_start = label_end;
+            while label_start > 0
+                && (data[label_start - 1].is_ascii_alphanumeric() || data[label_start - 1] == b'-')
+            {
+                label_start -= 1;
+            }
+            #[cfg(test)]
+            tests::count_domain_walk_steps(label_end - label_start + 1);
+            let label = &data[label_start..label_end];
+            if label.is_empty()
+                || label.len() > 63
+                || label.starts_with(b"-")
+                || label.ends_with(b"-")
+            {
+                break;
+            }
+            labels += 1;
+            start = label_start;
+            if label_start == 0 || data[label_start - 1] != b'.' {
+                break;
+            }
+            label_end = label_start - 1;
+        }
+        // A name glued to an identifier (`my_host.com`) or a path component is not a host.
+        let before = start.checked_sub(1).map(|at| data[at]);
+        (labels > 0 && !matches!(before, Some(b'_' | b'-' | b'.'))).then_some(start)
+    }
 }
 
 /// Not part of a longer dotted number (`1.2.3.4.5`, `11.2.3.4` cut at the front).
@@ -402,7 +440,25 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
+
+    thread_local! {
+        /// Bytes [`DomainNames`] has stepped over on this thread: its cost, which timings on
+        /// a shared machine could not show reliably.
+        static DOMAIN_WALK_STEPS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(super) fn count_domain_walk_steps(bytes: usize) {
+        DOMAIN_WALK_STEPS.with(|steps| steps.set(steps.get() + bytes));
+    }
+
+    fn domain_walk_steps(run: impl FnOnce()) -> usize {
+        DOMAIN_WALK_STEPS.with(|steps| steps.set(0));
+        run();
+        DOMAIN_WALK_STEPS.with(Cell::get)
+    }
 
     fn found(data: &[u8]) -> Vec<(IndicatorKind, String)> {
         let mut out = Vec::new();
@@ -491,6 +547,135 @@ mod tests {
         assert_eq!(
             found(b"/rustc/90b35a6239c3d8bdabc530a6a0816f7ff89a0aaf/"),
             []
+        );
+    }
+
+    /// The walk [`DomainNames`] replaces, one top-level domain at a time: the reference its
+    /// answers must match.
+    fn domain_by_walking_back(data: &[u8], tld_start: usize, end: usize) -> Option<Range<usize>> {
+        let mut start = tld_start;
+        let mut label_end = tld_start;
+        let mut labels = 0;
+        loop {
+            let mut label_start = label_end;
+            while label_start > 0
+                && (data[label_start - 1].is_ascii_alphanumeric() || data[label_start - 1] == b'-')
+            {
+                label_start -= 1;
+            }
+            let label = &data[label_start..label_end];
+            if label.is_empty()
+                || label.len() > 63
+                || label.starts_with(b"-")
+                || label.ends_with(b"-")
+            {
+                break;
+            }
+            labels += 1;
+            start = label_start;
+            if label_start == 0 || data[label_start - 1] != b'.' {
+                break;
+            }
+            label_end = label_start - 1;
+        }
+        let before = start.checked_sub(1).map(|at| data[at]);
+        (labels > 0 && !matches!(before, Some(b'_' | b'-' | b'.'))).then_some(start..end)
+    }
+
+    #[test]
+    fn domain_names_are_those_of_the_walk_back_from_each_tld() {
+        // Texts of the bytes that matter to labels, from a fixed-seed generator so that a
+        // failure can be replayed: long labels, dashes, underscores, empty labels, and
+        // top-level domains in runs.
+        const PIECES: [&[u8]; 11] = [
+            b"a", b"b7", b"-", b"_", b".", b".", b".com", b".io", b".ru", b" ", b"x-y",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut compared = 0;
+        for _ in 0..2000 {
+            let mut data = Vec::new();
+            while data.len() < 400 {
+                let piece = PIECES[(next() % PIECES.len() as u64) as usize];
+                let repeat = if next() % 16 == 0 { 70 } else { 1 };
+                for _ in 0..repeat {
+                    data.extend_from_slice(piece);
+                }
+            }
+            let mut names = DomainNames::default();
+            for found in TLD.find_iter(&data) {
+                assert_eq!(
+                    names.ending_at(&data, found.start(), found.end()),
+                    domain_by_walking_back(&data, found.start(), found.end()),
+                    "at {:?} in {:?}",
+                    found.range(),
+                    String::from_utf8_lossy(&data)
+                );
+                compared += 1;
+            }
+        }
+        assert!(
+            compared > 10_000,
+            "only {compared} top-level domains compared"
+        );
+    }
+
+    #[test]
+    fn a_long_dotted_run_is_walked_once() {
+        // 64 KiB of `a.com.com…`: walking back from each `.com` anew steps over 500 million
+        // bytes; remembering the previous walk, over each byte once.
+        let mut data = b"a".to_vec();
+        while data.len() < 64 << 10 {
+            data.extend_from_slice(b".com");
+        }
+        let mut domains = Vec::new();
+        let steps = domain_walk_steps(|| {
+            find_indicators(&data, &StaticLimits::default(), |indicator| {
+                domains.push(indicator);
+            });
+        });
+        assert!(
+            steps <= 2 * data.len(),
+            "{steps} steps for {} bytes",
+            data.len()
+        );
+        assert_eq!(
+            domains,
+            [Indicator {
+                kind: IndicatorKind::Domain,
+                range: 0..data.len()
+            }]
+        );
+    }
+
+    #[test]
+    fn megabytes_of_top_level_domains_cost_one_pass() {
+        // A 4 MiB upload of one dotted run, then a name: one name each, found by stepping over
+        // each byte once (walking back from each of the 320 000 `.com` anew: 7 * 10^11
+        // steps, hours).
+        let mut data = b"c2".to_vec();
+        while data.len() < 4 << 20 {
+            data.extend_from_slice(b".cdn-edge.com");
+        }
+        let run = data.len();
+        data.extend_from_slice(b" c2.evil.ru\0");
+        let mut found = Vec::new();
+        let steps = domain_walk_steps(|| {
+            find_indicators(&data, &StaticLimits::default(), |indicator| {
+                assert_eq!(indicator.kind, IndicatorKind::Domain);
+                found.push(indicator.range);
+            });
+        });
+        assert_eq!(found, [0..run, run + 1..data.len() - 1]);
+        assert!(
+            steps <= 2 * data.len(),
+            "{steps} steps for {} bytes",
+            data.len()
         );
     }
 }

@@ -2,6 +2,7 @@
 
 use object::pe;
 use object::write::pe::{NtHeaders, Writer};
+use object::{LittleEndian as LE, U16, U32};
 mod common;
 
 use common::{native_manifest as manifest, noise, of};
@@ -155,6 +156,84 @@ fn build_pe(spec: &PeSpec<'_>) -> Vec<u8> {
             writer.write_certificate_table(&certificate);
         }
     }
+    out
+}
+
+/// A section header for [`crafted_pe`]: `offset` counts from the start of its `data`.
+fn section_header(
+    characteristics: u32,
+    virtual_address: u32,
+    offset: u32,
+    size: u32,
+) -> pe::ImageSectionHeader {
+    pe::ImageSectionHeader {
+        name: *b".data\0\0\0",
+        virtual_size: U32::new(LE, size),
+        virtual_address: U32::new(LE, virtual_address),
+        size_of_raw_data: U32::new(LE, size),
+        pointer_to_raw_data: U32::new(LE, offset),
+        pointer_to_relocations: U32::new(LE, 0),
+        pointer_to_linenumbers: U32::new(LE, 0),
+        number_of_relocations: U16::new(LE, 0),
+        number_of_linenumbers: U16::new(LE, 0),
+        characteristics: U32::new(LE, characteristics),
+    }
+}
+
+/// A PE file with [`build_pe`]'s headers and a section table the writer would not make
+/// (overlapping sections, tens of thousands of them): `sections`, then `data`, and
+/// `import_directory` as the import directory's address (0 for none).
+fn crafted_pe(sections: &[pe::ImageSectionHeader], import_directory: u32, data: &[u8]) -> Vec<u8> {
+    let mut bytes = build_pe(&PeSpec::default());
+    let nt = u32::from_le_bytes(bytes[0x3c..0x40].try_into().unwrap()) as usize;
+    let (headers, _) =
+        object::pod::from_bytes_mut::<pe::ImageNtHeaders64>(&mut bytes[nt..]).unwrap();
+    headers
+        .file_header
+        .number_of_sections
+        .set(LE, u16::try_from(sections.len()).unwrap());
+    let table = nt + 4 + 20 + usize::from(headers.file_header.size_of_optional_header.get(LE));
+    // The data directories follow the optional header's 112 bytes; the import one is the
+    // second.
+    let import = nt + 4 + 20 + 112 + 8;
+    bytes[import..import + 4].copy_from_slice(&import_directory.to_le_bytes());
+    bytes[import + 4..import + 8].copy_from_slice(&20u32.to_le_bytes());
+    bytes.truncate(table);
+    let data_offset = u32::try_from(table + size_of_val(sections)).unwrap();
+    for section in sections {
+        let mut section = *section;
+        let offset = section.pointer_to_raw_data.get(LE);
+        section.pointer_to_raw_data.set(LE, offset + data_offset);
+        bytes.extend_from_slice(object::pod::bytes_of(&section));
+    }
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+/// An import section at `rva` for [`crafted_pe`]: `descriptors` libraries named `a.dll`,
+/// each with the same list of `thunks` imports of `function`.
+fn crafted_imports(rva: u32, descriptors: usize, thunks: usize, function: &[u8]) -> Vec<u8> {
+    const LIBRARY: &[u8] = b"a.dll\0";
+    let thunk_list = (descriptors + 1) * 20;
+    let library = thunk_list + (thunks + 1) * 8;
+    let hint_name = library + LIBRARY.len();
+    let rva_of = |offset: usize| rva + u32::try_from(offset).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..descriptors {
+        out.extend_from_slice(&rva_of(thunk_list).to_le_bytes()); // lookup table
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&rva_of(library).to_le_bytes());
+        out.extend_from_slice(&rva_of(thunk_list).to_le_bytes()); // address table
+    }
+    out.extend_from_slice(&[0; 20]);
+    for _ in 0..thunks {
+        out.extend_from_slice(&u64::from(rva_of(hint_name)).to_le_bytes());
+    }
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(LIBRARY);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(function);
+    out.push(0);
     out
 }
 
@@ -408,4 +487,88 @@ fn the_format_must_fit_the_targets() {
     let analysis = analyze(b"#!/bin/sh\necho hi\n", &["linux-x86_64"]);
     let found = of(&analysis, &rules::NATIVE_FORMAT_MISMATCH);
     assert!(found[0].message.contains("not a PE, ELF or Mach-O file"));
+}
+
+#[test]
+fn sections_over_the_same_bytes_are_measured_once() {
+    // The most sections a PE can have, all over the same 64 KiB: measuring the entropy of
+    // each would read 4 GiB for a 2.6 MB file.
+    let data = noise(64 << 10);
+    let size = u32::try_from(data.len()).unwrap();
+    let rdata = pe::IMAGE_SCN_CNT_INITIALIZED_DATA | pe::IMAGE_SCN_MEM_READ;
+    let sections = vec![section_header(rdata, 0x1000, 0, size); usize::from(u16::MAX)];
+    let bytes = crafted_pe(&sections, 0, &data);
+    let analysis = analyze(&bytes, &["windows-x86_64"]);
+    let measured = bytes.len() / data.len();
+    let found = of(&analysis, &rules::PE_INVALID);
+    assert_eq!(found.len(), 1, "{:#?}", analysis.findings);
+    assert_eq!(found[0].severity, Severity::High);
+    assert!(
+        found[0].message.contains(&format!(
+            "its 65535 sections adds up to more than the file's {} bytes",
+            bytes.len()
+        )),
+        "{}",
+        found[0].message
+    );
+    assert!(
+        found[0]
+            .message
+            .contains(&format!("the entropy of {} of them", 65535 - measured)),
+        "{}",
+        found[0].message
+    );
+    assert!(
+        analysis.metrics["pe.entropy.sections"][".data"]
+            .as_f64()
+            .unwrap()
+            > 7.9
+    );
+}
+
+#[test]
+fn import_descriptors_count_against_the_import_limit() {
+    // 30 000 libraries without one import: each descriptor is read, so each counts.
+    let rdata = pe::IMAGE_SCN_CNT_INITIALIZED_DATA | pe::IMAGE_SCN_MEM_READ;
+    let idata = crafted_imports(0x1000, 30_000, 0, b"GetLastError");
+    let size = u32::try_from(idata.len()).unwrap();
+    let bytes = crafted_pe(&[section_header(rdata, 0x1000, 0, size)], 0x1000, &idata);
+    let analysis = analyze(&bytes, &["windows-x86_64"]);
+    let found = of(&analysis, &rules::PE_INVALID);
+    assert_eq!(found.len(), 1, "{:#?}", analysis.findings);
+    assert!(
+        found[0]
+            .message
+            .contains("more than 20000 imports and imported libraries"),
+        "{}",
+        found[0].message
+    );
+
+    // Under the limit, the same layout is read whole.
+    let idata = crafted_imports(0x1000, 100, 2, b"VirtualAllocEx");
+    let size = u32::try_from(idata.len()).unwrap();
+    let bytes = crafted_pe(&[section_header(rdata, 0x1000, 0, size)], 0x1000, &idata);
+    let analysis = analyze(&bytes, &["windows-x86_64"]);
+    assert!(of(&analysis, &rules::PE_INVALID).is_empty());
+    assert_eq!(analysis.metrics["pe.imports.count"], 200);
+    assert_eq!(of(&analysis, &rules::PE_INJECTION_IMPORT).len(), 20);
+}
+
+#[test]
+fn import_names_are_read_within_a_budget() {
+    // 10 000 imports of one 2 MiB name: finding the end of each would read 20 GB.
+    let rdata = pe::IMAGE_SCN_CNT_INITIALIZED_DATA | pe::IMAGE_SCN_MEM_READ;
+    let idata = crafted_imports(0x1000, 1, 10_000, &vec![b'A'; 2 << 20]);
+    let size = u32::try_from(idata.len()).unwrap();
+    let bytes = crafted_pe(&[section_header(rdata, 0x1000, 0, size)], 0x1000, &idata);
+    let analysis = analyze(&bytes, &["windows-x86_64"]);
+    let found = of(&analysis, &rules::PE_INVALID);
+    assert_eq!(found.len(), 1, "{:#?}", analysis.findings);
+    assert!(
+        found[0]
+            .message
+            .contains("import names add up to more than 4194304 bytes"),
+        "{}",
+        found[0].message
+    );
 }
