@@ -270,6 +270,8 @@ pub struct RateLimitSettings {
     pub publish_per_hour_per_publisher: u32,
     /// Abuse reports per hour by one user.
     pub abuse_reports_per_hour: u32,
+    /// Text searches per minute by one client address.
+    pub search_per_minute: u32,
 }
 
 /// Log output settings.
@@ -318,6 +320,7 @@ impl Default for Settings {
                 publish_per_hour_per_user: 60,
                 publish_per_hour_per_publisher: 200,
                 abuse_reports_per_hour: 20,
+                search_per_minute: 120,
             },
             log: LogSettings {
                 format: "text".into(),

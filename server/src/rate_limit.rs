@@ -80,6 +80,8 @@ pub struct RateLimits {
     pub publish_by_publisher: Bucket<i64>,
     /// Abuse reports by one user (keyed by user id).
     pub abuse_reports_by_user: Bucket<i64>,
+    /// Plugin searches with text: each reads every plugin's name and description.
+    pub search: Bucket,
 }
 
 impl RateLimits {
@@ -96,6 +98,7 @@ impl RateLimits {
                 s.publish_per_hour_per_publisher,
             ),
             abuse_reports_by_user: Bucket::new(Duration::from_secs(3600), s.abuse_reports_per_hour),
+            search: Bucket::new(Duration::from_secs(60), s.search_per_minute),
         }
     }
 
@@ -106,6 +109,7 @@ impl RateLimits {
             &self.login,
             &self.refresh,
             &self.token_create,
+            &self.search,
         ] {
             bucket.shrink();
         }

@@ -13,6 +13,7 @@ use super::{Page, PageQuery, PluginPath, rfc3339};
 use crate::app::AppState;
 use crate::auth::{Caller, Credential, Role};
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::rate_limit::ClientIp;
 
 /// Version states the public may see; the others are visible to the plugin's publisher
 /// members and to reviewers and admins.
@@ -124,10 +125,11 @@ fn like_pattern(text: &str) -> String {
 
 /// Searches and lists plugins.
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", params(SearchQuery),
-    responses((status = 200, body = PluginPage), (status = 422, body = Problem)))]
+    responses((status = 200, body = PluginPage), (status = 422, body = Problem), (status = 429, body = Problem)))]
 pub async fn search_plugins(
     State(app): State<AppState>,
     _caller: Caller,
+    client: ClientIp,
     Query(query): Query<SearchQuery>,
 ) -> ApiResult<Json<Page<PluginView>>> {
     let page = PageQuery {
@@ -138,7 +140,14 @@ pub async fn search_plugins(
     if query.q.as_ref().is_some_and(|q| q.len() > 200) {
         return Err(ApiError::invalid("q must be at most 200 characters"));
     }
-    let pattern = like_pattern(query.q.as_deref().unwrap_or_default().trim());
+    let text = query.q.as_deref().unwrap_or_default().trim();
+    // Text is matched anywhere in names and descriptions, which no index serves: each such
+    // search reads the whole table. Listing (no text) walks the primary key and is not limited,
+    // so mirrors can page through the catalogue.
+    if !text.is_empty() {
+        app.limits.search.check(client)?;
+    }
+    let pattern = like_pattern(text);
     let rows = sqlx::query(&format!(
         "SELECT {PLUGIN_COLUMNS} FROM plugins pl JOIN publishers pb ON pb.id = pl.publisher_id \
          WHERE pl.id > $1 AND ($2 = '' OR pb.name = $2) \

@@ -205,6 +205,7 @@ impl TestApp {
         settings.http.public_url = "http://store.test".into();
         settings.auth.issuer = "http://store.test".into();
         settings.rate_limits.login_per_minute = 1000;
+        settings.rate_limits.search_per_minute = 1000;
         settings.rate_limits.refresh_per_minute = 1000;
         settings.rate_limits.register_per_hour = 1000;
         settings.rate_limits.token_create_per_hour = 1000;

@@ -76,3 +76,33 @@ both_stacks! {
         assert_eq!(one["download_url"], format!("http://store.test/blobs/sha256/{}", "0".repeat(64)));
     }
 }
+
+#[tokio::test]
+async fn text_searches_are_rate_limited_but_listing_is_not() {
+    let app = crate::harness::TestApp::start_with(crate::harness::Stack::Embedded, |s| {
+        s.rate_limits.search_per_minute = 2
+    })
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            app.get("/api/v1/plugins?q=widget", None).await.status,
+            StatusCode::OK
+        );
+    }
+    let limited = app.get("/api/v1/plugins?q=gadget", None).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.problem_type(), "/problems/rate-limited");
+    assert!(limited.header("retry-after").is_some());
+    // Paging through the catalogue reads the primary key in order, whatever the rate.
+    for _ in 0..5 {
+        assert_eq!(
+            app.get("/api/v1/plugins?limit=100", None).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            app.get("/api/v1/plugins?q=%20", None).await.status,
+            StatusCode::OK
+        );
+    }
+}
