@@ -7,15 +7,17 @@
 //! reachable: the `plugstore:` imports answer like a host that grants nothing beyond the
 //! manifest's capabilities and has nothing to give for those (no files, no network), and the
 //! always-available WASI subset is implemented here as stubs (stdout/stderr into a bounded
-//! buffer, a fixed clock, deterministic "random" bytes, empty arguments and environment), so
-//! no WASI context with preopens or environment exists at all.
+//! buffer, the real time advancing with the run, random bytes, empty arguments and
+//! environment), so no WASI context with preopens or environment exists at all. The clock and
+//! the random bytes are real because fixed ones would tell a plugin that it is being scanned.
 //!
 //! The run follows the host's order ([`plugstore_format::abi::GUEST_EXPORTS`]): instantiate
 //! (a start function runs here, under the same limits), `_initialize`, check
 //! `plugstore_abi_version`, `plugstore_init`, then `plugstore_handle` with a few canned
-//! inputs. Traps, exhausted fuel, the deadline, refused memory growth and host calls beyond
-//! the declared capabilities become findings; fuel, peak memory, wall time, output sizes and
-//! host calls per import become metrics.
+//! inputs. Traps, exhausted fuel, the deadline, refused memory growth, host calls beyond the
+//! declared capabilities and a plugin ending the run itself (`proc_exit`, a refusing
+//! `plugstore_init`) become findings; fuel, peak memory, wall time, output sizes and host
+//! calls per import become metrics.
 //!
 //! This runs only in the confined analysis child ([`crate::isolation`]): compiling untrusted
 //! code never happens in the worker.
@@ -81,11 +83,18 @@ const WASI_EBADF: i32 = 8;
 const WASI_EFAULT: i32 = 21;
 /// WASI errno `ENOTSUP`.
 const WASI_ENOTSUP: i32 = 58;
+/// WASI errno `EINVAL`.
+const WASI_EINVAL: i32 = 28;
 /// WASI errno `ENOTCAPABLE`.
 const WASI_ENOTCAPABLE: i32 = 76;
-/// What `clock_time_get` answers: a fixed instant (2026-01-01T00:00:00Z), so that runs are
-/// reproducible.
-const FIXED_TIME_NS: u64 = 1_767_225_600_000_000_000;
+/// WASI clock id of the real time.
+const WASI_CLOCK_REALTIME: i64 = 0;
+/// WASI clock id of the monotonic clock; the process' CPU time (2) follows.
+const WASI_CLOCK_MONOTONIC: i64 = 1;
+/// WASI clock id of the thread's CPU time, the last clock WASI defines.
+const WASI_CLOCK_THREAD_CPUTIME: i64 = 3;
+/// What `clock_res_get` answers for every clock: nanoseconds, as Linux hosts report.
+const CLOCK_RESOLUTION_NS: u64 = 1;
 
 /// The limits of one dynamic run; an operator's limits file sets them under `[dynamic]`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -165,6 +174,7 @@ pub fn analyze_wasm_dynamic_into(
         outputs: Vec::new(),
         limits,
         memory_limit_reported: false,
+        handled_requests: 0,
         unlinked_imports: Vec::new(),
     };
     let state = match run.execute(bytes, declared) {
@@ -221,7 +231,39 @@ struct HostState {
     pending: Vec<Finding>,
     stdio: Vec<u8>,
     stdio_bytes_total: u64,
-    random_state: u64,
+    clock: RunClock,
+}
+
+/// The clocks the plugin reads. A clock that stands still (this one once answered a fixed
+/// instant) or starts at a made-up date tells a plugin that it is being scanned, and a
+/// plugin that wants to hide what it does behaves only when it is not. So the real time runs
+/// here as in a host, never backwards within the run, and the monotonic and CPU-time clocks
+/// count from the run's start, as Wasmtime's WASI does from the instance's.
+struct RunClock {
+    started: Instant,
+    started_unix_ns: u64,
+}
+
+impl RunClock {
+    fn start() -> Self {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            started: Instant::now(),
+            started_unix_ns: u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Nanoseconds on the WASI clock `id`, or `None` for an id WASI does not define.
+    fn now_ns(&self, id: i64) -> Option<u64> {
+        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match id {
+            WASI_CLOCK_REALTIME => Some(self.started_unix_ns.saturating_add(elapsed)),
+            WASI_CLOCK_MONOTONIC..=WASI_CLOCK_THREAD_CPUTIME => Some(elapsed),
+            _ => None,
+        }
+    }
 }
 
 /// Calls of one import.
@@ -288,7 +330,8 @@ impl ResourceLimiter for RecordingLimiter {
     }
 }
 
-/// Raised by `proc_exit`: ends the instance like a trap, but is not a fault.
+/// Raised by `proc_exit`: ends the instance like a trap, but is not a fault. Holds the exit
+/// code.
 #[derive(Debug)]
 struct ProcExit(i32);
 
@@ -330,6 +373,8 @@ struct PluginRun<'a> {
     outputs: Vec<u64>,
     limits: &'a DynamicLimits,
     memory_limit_reported: bool,
+    /// `plugstore_handle` calls that returned, to say how far a run the plugin ended got.
+    handled_requests: usize,
     /// Imports the linker leaves undefined (memories, tables, globals), which make
     /// instantiation fail in every host, not only here.
     unlinked_imports: Vec<String>,
@@ -379,7 +424,7 @@ impl PluginRun<'_> {
                 pending: Vec::new(),
                 stdio: Vec::new(),
                 stdio_bytes_total: 0,
-                random_state: 0x2545_f491_4f6c_dd1d,
+                clock: RunClock::start(),
             },
         );
         store.limiter(|state| &mut state.limiter);
@@ -482,9 +527,9 @@ impl PluginRun<'_> {
             match self.metered(store, EXPORT_INIT, |store| init.call(store, ())) {
                 Ok(0) => {}
                 Ok(status) => {
-                    self.record_trap(&format!(
-                        "{EXPORT_INIT} returned {status} (refuses to load)"
-                    ));
+                    let refusal = format!("{EXPORT_INIT} returned {status} (refuses to load)");
+                    self.record_trap(&refusal);
+                    self.report_exited_early(&refusal, format!("status={status}"));
                     return;
                 }
                 Err(_) => return,
@@ -527,6 +572,7 @@ impl PluginRun<'_> {
                     Err(CallFailure::Fatal) => return,
                     Err(CallFailure::Recoverable) => continue,
                 };
+            self.handled_requests += 1;
             self.check_output(store, memory, packed);
         }
     }
@@ -595,8 +641,11 @@ impl PluginRun<'_> {
             None => error.root_cause().to_string(),
         };
         self.record_trap(&format!("{what}: {}", first_line(&message)));
-        if error.downcast_ref::<ProcExit>().is_some() {
-            // Ending through WASI is allowed; only the rest of the run is lost.
+        if let Some(ProcExit(code)) = error.downcast_ref::<ProcExit>() {
+            self.report_exited_early(
+                &format!("{what} exited through WASI proc_exit with code {code}"),
+                format!("proc_exit({code})"),
+            );
             return CallFailure::Fatal;
         }
         if error.downcast_ref::<UnknownImportCalled>().is_some() {
@@ -677,6 +726,24 @@ impl PluginRun<'_> {
     /// module's imports, which can be any length.
     fn record_trap(&mut self, text: &str) {
         self.traps.push(bounded_text(text, MAX_EVIDENCE_BYTES));
+    }
+
+    /// Reports a run the plugin ended itself, `how` saying in which call and how. Hosts let a
+    /// plugin end its instance or refuse to load, so it is not a fault; but nothing after it
+    /// was observed, and a plugin that notices the scanner can end the run before it does
+    /// what it does in hosts. A trap ends a run no less, and is medium for the same reasons.
+    fn report_exited_early(&mut self, how: &str, evidence: String) {
+        let (handled, total) = (self.handled_requests, CANNED_INPUTS.len());
+        self.findings.push(
+            Finding::new(
+                &rules::DYNAMIC_EXITED_EARLY,
+                format!(
+                    "{how}; the run ended there, with {handled} of {total} canned requests \
+                     handled"
+                ),
+            )
+            .with_evidence(evidence),
+        );
     }
 
     fn report_memory_limit(&mut self, failed: Option<(&str, String)>) {
@@ -949,12 +1016,15 @@ fn wasi_call(
     name: &str,
     arg: &dyn Fn(usize) -> i64,
 ) -> wasmtime::Result<i64> {
+    if name == "proc_exit" {
+        // Never returns, memory or not: the plugin must not go on past its own exit.
+        return Err(wasmtime::Error::new(ProcExit(arg(0) as i32)));
+    }
     let Some(Extern::Memory(memory)) = caller.get_export(EXPORT_MEMORY) else {
         return Ok(i64::from(WASI_EFAULT));
     };
     let ptr = |at: usize| arg(at) as u32 as usize;
     let errno = match name {
-        "proc_exit" => return Err(wasmtime::Error::new(ProcExit(arg(0) as i32))),
         "args_sizes_get" | "environ_sizes_get" => {
             let zero = 0u32.to_le_bytes();
             if memory.write(&mut *caller, ptr(0), &zero).is_err()
@@ -968,25 +1038,24 @@ fn wasi_call(
         "args_get" | "environ_get" | "sched_yield" => 0,
         "clock_time_get" | "clock_res_get" => {
             let (value, at) = if name == "clock_time_get" {
-                (FIXED_TIME_NS, 2)
+                (caller.data().clock.now_ns(arg(0)), 2)
             } else {
-                (1_000, 1)
+                let defined = caller.data().clock.now_ns(arg(0)).is_some();
+                (defined.then_some(CLOCK_RESOLUTION_NS), 1)
             };
-            match memory.write(&mut *caller, ptr(at), &value.to_le_bytes()) {
-                Ok(()) => 0,
-                Err(_) => WASI_EFAULT,
+            match value {
+                Some(value) => match memory.write(&mut *caller, ptr(at), &value.to_le_bytes()) {
+                    Ok(()) => 0,
+                    Err(_) => WASI_EFAULT,
+                },
+                None => WASI_EINVAL,
             }
         }
         "random_get" => {
             let len = ptr(1).min(1 << 20);
             let mut bytes = vec![0u8; len];
-            let state = &mut caller.data_mut().random_state;
-            for byte in &mut bytes {
-                *state ^= *state << 13;
-                *state ^= *state >> 7;
-                *state ^= *state << 17;
-                *byte = (*state >> 24) as u8;
-            }
+            // A fixed sequence would be as plain a sign of the scanner as a fixed clock.
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
             match memory.write(&mut *caller, ptr(0), &bytes) {
                 Ok(()) => 0,
                 Err(_) => WASI_EFAULT,

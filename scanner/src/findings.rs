@@ -19,6 +19,11 @@ use crate::rules::{self, Rule};
 /// scan-job API). A report with a longer field is refused whole, and with it every finding,
 /// so each field's own limit below is at most this.
 pub const MAX_FINDING_FIELD_BYTES: usize = 4096;
+/// Longest rule id of a finding the server accepts, in bytes (its scan-job API refuses a
+/// report with a longer one whole). The catalogue's ids are far shorter; `yara.<rule name>`
+/// ids of an operator's rules are held to it when the rules are loaded
+/// ([`crate::yara_rules::RuleSet`]).
+pub const MAX_RULE_ID_BYTES: usize = 200;
 /// Most bytes of a finding's evidence, escapes and the cut mark included.
 pub const MAX_EVIDENCE_BYTES: usize = 256;
 /// Most bytes of a finding's message, escapes and the cut mark included.
@@ -267,7 +272,10 @@ impl ScanReport {
     /// so this runs wherever a report is completed and before it is posted.
     pub fn keep_within_server_limits(&mut self) {
         for finding in &mut self.findings {
-            // Text that is already bounded comes back unchanged.
+            // Text that is already bounded comes back unchanged. A cut rule id names no rule,
+            // but the rule set refuses names that need it, and a cut one still loses less
+            // than a refused report.
+            finding.rule = bounded_text(&finding.rule, MAX_RULE_ID_BYTES);
             finding.message = bounded_text(&finding.message, MAX_MESSAGE_BYTES);
             if let Some(evidence) = &mut finding.evidence {
                 *evidence = bounded_text(evidence, MAX_EVIDENCE_BYTES);
@@ -536,6 +544,26 @@ mod tests {
             assert!(field.ends_with('…'), "{field}");
             assert!(field.contains("\\u{85}"), "{field}");
         }
+    }
+
+    /// A rule id the server would refuse (only the `yara.<rule name>` ids of an operator's
+    /// rules could be one, and loading refuses those) is cut before the report is posted.
+    #[test]
+    fn a_reports_rule_ids_are_bounded() {
+        let mut report = ScanReport {
+            findings: vec![Finding::new(&WASM_STRINGS_URL, "x")],
+            metrics: Metrics::new(),
+            scanner_version: SCANNER_VERSION.to_owned(),
+            duration_ms: 0,
+        };
+        report.findings[0].rule = format!("yara.{}", "x".repeat(1000));
+        report.keep_within_server_limits();
+        let rule = &report.findings[0].rule;
+        assert!(rule.len() <= MAX_RULE_ID_BYTES, "{} bytes", rule.len());
+        assert!(
+            rule.starts_with("yara.xxx") && rule.ends_with('…'),
+            "{rule}"
+        );
     }
 
     /// Every finding within its field limits, and still more than the server's 1 MiB body

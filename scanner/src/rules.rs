@@ -347,6 +347,16 @@ pub const DYNAMIC_TRAP: Rule = rule(
     "a call into the plugin trapped (unreachable, out-of-bounds access, division by zero, …) \
      or returned an unusable buffer",
 );
+/// The plugin ended the run itself. Medium like [`DYNAMIC_TRAP`], which ends a run as much:
+/// hosts allow both, and Go's runtime exits through `proc_exit` on a panic where Rust traps;
+/// but the run saw nothing after it, and ending it is how a plugin that notices the scanner
+/// would hide from it.
+pub const DYNAMIC_EXITED_EARLY: Rule = rule(
+    "dynamic.exited-early",
+    Medium,
+    "the plugin ended the dynamic run itself, through WASI proc_exit or a plugstore_init that \
+     refused to load, so what it would have done next was not observed",
+);
 /// `plugstore_abi_version` returned another version.
 pub const DYNAMIC_ABI_VERSION: Rule = rule(
     "dynamic.abi-version",
@@ -479,6 +489,7 @@ pub const ALL: &[Rule] = &[
     DYNAMIC_MEMORY_LIMIT,
     DYNAMIC_STACK_OVERFLOW,
     DYNAMIC_TRAP,
+    DYNAMIC_EXITED_EARLY,
     DYNAMIC_ABI_VERSION,
     DYNAMIC_HOST_CALL_OUTSIDE_CAPABILITIES,
     DYNAMIC_UNKNOWN_IMPORT_CALLED,

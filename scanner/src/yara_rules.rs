@@ -6,7 +6,7 @@
 //! `*.yar` / `*.yara` files. Every public rule must state its weight in the verdict with
 //! `meta: severity = "critical" | "high" | "medium" | "low"`; a match becomes a finding
 //! `yara.<rule name>` at that severity, with the matched bytes as evidence and the file and
-//! offset as location.
+//! offset as location. That id must fit the server's limit ([`MAX_RULE_NAME_BYTES`]).
 //!
 //! Rules are compiled once per process ([`RuleSet`]); each scan gets its own
 //! [`yara_x::Scanner`], bounded in time ([`YARA_SCAN_TIMEOUT`]) and in matches
@@ -21,7 +21,9 @@ use plugstore_format::manifest::MANIFEST_FILE_NAME;
 use plugstore_format::package::PackageContents;
 use serde_json::json;
 
-use crate::findings::{Finding, FindingCollector, Metrics, Severity};
+use crate::findings::{
+    Finding, FindingCollector, MAX_RULE_ID_BYTES, Metrics, Severity, bounded_text,
+};
 use crate::rules;
 
 /// The default rule set's source.
@@ -38,6 +40,17 @@ pub const MAX_MATCHES_PER_PATTERN: usize = 16;
 /// Most bytes of a package scanned with the rules (256 MiB, in package order); what is left
 /// is reported as `yara.not-scanned`, so padding a package cannot hide a file silently.
 pub const MAX_RULE_SCAN_BYTES: u64 = 256 << 20;
+
+/// What a rule's name is prefixed with to make its findings' rule id.
+const RULE_ID_PREFIX: &str = "yara.";
+
+/// Longest name of a public rule (195 bytes): its findings' id `yara.<rule name>` must fit
+/// the server's [`MAX_RULE_ID_BYTES`], or the server would refuse every report the rule
+/// matches in, whole. Checked when the rules are loaded, where the operator sees it.
+pub const MAX_RULE_NAME_BYTES: usize = MAX_RULE_ID_BYTES - RULE_ID_PREFIX.len();
+
+/// How much of an overlong rule name an error shows: enough to find it in its file.
+const SHOWN_RULE_NAME_BYTES: usize = 64;
 
 /// File name endings of rule files in an operator rule directory.
 pub const RULE_FILE_EXTENSIONS: &[&str] = &["yar", "yara"];
@@ -81,6 +94,20 @@ pub enum RuleSetError {
         rule: String,
         /// What the metadata held, or `nothing`.
         found: String,
+    },
+    /// A public rule's name is too long for the rule id of its findings.
+    #[error(
+        "rule {rule} in {origin} has a name of {name_bytes} bytes; its findings are reported \
+         as yara.<rule name>, which the server accepts up to {MAX_RULE_ID_BYTES} bytes, so \
+         a rule name may have at most {MAX_RULE_NAME_BYTES} bytes"
+    )]
+    NameTooLong {
+        /// The file the rule is in.
+        origin: String,
+        /// The start of the rule's name, cut to 64 bytes.
+        rule: String,
+        /// The length of the rule's name.
+        name_bytes: usize,
     },
 }
 
@@ -169,11 +196,20 @@ impl RuleSet {
             [(origin, _)] => origin.clone(),
             _ => "the rule set".to_owned(),
         };
+        // Private rules make no findings, so they need neither.
         for rule in rules.iter().filter(|rule| !rule.is_private()) {
+            let name = rule.identifier();
+            if name.len() > MAX_RULE_NAME_BYTES {
+                return Err(RuleSetError::NameTooLong {
+                    origin,
+                    rule: bounded_text(name, SHOWN_RULE_NAME_BYTES),
+                    name_bytes: name.len(),
+                });
+            }
             if let Err(found) = rule_severity(&rule) {
                 return Err(RuleSetError::Severity {
                     origin,
-                    rule: rule.identifier().to_owned(),
+                    rule: name.to_owned(),
                     found,
                 });
             }
@@ -396,7 +432,7 @@ fn scan_with(scanner: &mut yara_x::Scanner<'_>, file_path: &str, bytes: &[u8]) -
             format!("{description} (YARA rule {name}, {count} matches)"),
         )
         .with_severity(severity);
-        finding.rule = format!("yara.{name}");
+        finding.rule = format!("{RULE_ID_PREFIX}{name}");
         finding = match first {
             Some(m) => finding
                 .with_evidence_bytes(m.data())

@@ -487,3 +487,166 @@ fn the_analysis_childs_report_on_hostile_names_is_postable() {
     );
     assert_postable(&report.findings, &report.metrics);
 }
+
+const PROC_EXIT_IMPORT: &str =
+    r#"(import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))"#;
+
+/// The finding of `rule`, which must be the only one of it.
+fn only<'a>(analysis: &'a StaticAnalysis, rule: &Rule) -> &'a plugstore_scanner::Finding {
+    let found: Vec<_> = analysis
+        .findings
+        .iter()
+        .filter(|f| f.rule == rule.id)
+        .collect();
+    assert_eq!(found.len(), 1, "{analysis:#?}");
+    found[0]
+}
+
+/// A start function that exits before any entry point: the run sees nothing of the plugin,
+/// which is how a plugin that notices the scanner would hide from it.
+#[test]
+fn a_proc_exit_in_the_start_function_is_a_finding_with_its_code() {
+    let text = format!(
+        r#"(module
+      {PROC_EXIT_IMPORT}
+      (memory (export "memory") 1)
+      (func $start (call $exit (i32.const 3)))
+      (start $start)
+      (func (export "plugstore_abi_version") (result i32) i32.const 1)
+      (func (export "plugstore_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "plugstore_handle") (param i32 i32) (result i64) i64.const 0))"#
+    );
+    let analysis = run(&wat::parse_str(text).unwrap(), &[]);
+    let exited = only(&analysis, &rules::DYNAMIC_EXITED_EARLY);
+    assert_eq!(exited.severity, Severity::Medium);
+    assert!(
+        exited.message.starts_with("instantiation exited") && exited.message.contains("code 3"),
+        "{exited:?}"
+    );
+    assert!(
+        exited.message.contains("0 of 3 canned requests"),
+        "{exited:?}"
+    );
+    assert_eq!(exited.evidence.as_deref(), Some("proc_exit(3)"));
+    assert_eq!(
+        analysis.metrics["dynamic.output_bytes"],
+        serde_json::json!([])
+    );
+}
+
+/// Exiting part-way says how far the run got; the exit is not also a trap.
+#[test]
+fn a_proc_exit_in_plugstore_handle_says_how_many_requests_were_handled() {
+    let bytes = plugin(
+        PROC_EXIT_IMPORT,
+        "(global $calls (mut i32) (i32.const 0))",
+        "(global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+         (if (i32.eq (global.get $calls) (i32.const 2)) (then (call $exit (i32.const 0))))
+         i64.const 0",
+    );
+    let analysis = run(&bytes, &[]);
+    let exited = only(&analysis, &rules::DYNAMIC_EXITED_EARLY);
+    assert!(
+        exited.message.starts_with("plugstore_handle exited")
+            && exited.message.contains("code 0")
+            && exited.message.contains("1 of 3 canned requests"),
+        "{exited:?}"
+    );
+    assert_eq!(exited.evidence.as_deref(), Some("proc_exit(0)"));
+    assert!(!has(&analysis, &rules::DYNAMIC_TRAP), "{analysis:#?}");
+    assert_eq!(
+        analysis.metrics["dynamic.output_bytes"],
+        serde_json::json!([0])
+    );
+}
+
+/// `proc_exit` never returns, even to a module without the memory the other WASI stubs need:
+/// the code after it must not run.
+#[test]
+fn a_proc_exit_without_an_exported_memory_still_ends_the_run() {
+    let text = format!(
+        r#"(module
+      {PROC_EXIT_IMPORT}
+      (func $start (call $exit (i32.const 1)) unreachable)
+      (start $start))"#
+    );
+    let analysis = run(&wat::parse_str(text).unwrap(), &[]);
+    assert!(
+        has(&analysis, &rules::DYNAMIC_EXITED_EARLY),
+        "{analysis:#?}"
+    );
+    assert!(!has(&analysis, &rules::DYNAMIC_TRAP), "{analysis:#?}");
+}
+
+/// A `plugstore_init` that refuses to load ends the run before any request, as an exit does.
+#[test]
+fn a_plugstore_init_that_refuses_to_load_is_a_finding() {
+    let bytes = plugin(
+        "",
+        r#"(func (export "plugstore_init") (result i32) i32.const 2)"#,
+        "i64.const 0",
+    );
+    let analysis = run(&bytes, &[]);
+    let exited = only(&analysis, &rules::DYNAMIC_EXITED_EARLY);
+    assert_eq!(exited.severity, Severity::Medium);
+    assert!(
+        exited.message.starts_with("plugstore_init returned 2")
+            && exited.message.contains("0 of 3 canned requests"),
+        "{exited:?}"
+    );
+    assert_eq!(exited.evidence.as_deref(), Some("status=2"));
+}
+
+/// Each `plugstore_handle` call answers with one reading, as its output length: the real
+/// time in seconds, whether the real time moved between two reads, and the errno of a clock
+/// WASI does not define.
+#[test]
+fn the_clock_tells_the_real_time_and_moves() {
+    let bytes = plugin(
+        r#"(import "wasi_snapshot_preview1" "clock_time_get"
+             (func $now (param i32 i64 i32) (result i32)))"#,
+        "(global $calls (mut i32) (i32.const 0))",
+        "(global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+         (drop (call $now (i32.const 0) (i64.const 1) (i32.const 512)))
+         (drop (call $now (i32.const 0) (i64.const 1) (i32.const 520)))
+         (if (result i64) (i32.eq (global.get $calls) (i32.const 1))
+           (then (i64.div_u (i64.load (i32.const 512)) (i64.const 1000000000)))
+           (else (if (result i64) (i32.eq (global.get $calls) (i32.const 2))
+             (then (i64.extend_i32_u
+               (i64.gt_u (i64.load (i32.const 520)) (i64.load (i32.const 512)))))
+             (else (i64.extend_i32_u
+               (call $now (i32.const 7) (i64.const 1) (i32.const 512)))))))",
+    );
+    let analysis = run(&bytes, &[]);
+    let outputs: Vec<u64> = analysis.metrics["dynamic.output_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        outputs[0].abs_diff(now) <= 60,
+        "the plugin's time {} against {now}",
+        outputs[0]
+    );
+    assert_eq!(outputs[1..], [1, 28], "{analysis:#?}");
+}
+
+/// A fixed sequence of "random" bytes would mark the scanner as plainly as a fixed clock.
+#[test]
+fn random_bytes_differ_between_runs() {
+    let bytes = plugin(
+        r#"(import "wasi_snapshot_preview1" "random_get"
+             (func $random (param i32 i32) (result i32)))"#,
+        "",
+        "(drop (call $random (i32.const 512) (i32.const 8)))
+         (i64.shr_u (i64.load (i32.const 512)) (i64.const 40))",
+    );
+    let first = run(&bytes, &[]).metrics["dynamic.output_bytes"].clone();
+    let second = run(&bytes, &[]).metrics["dynamic.output_bytes"].clone();
+    assert_ne!(first, second);
+}

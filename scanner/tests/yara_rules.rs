@@ -411,3 +411,80 @@ fn the_worker_refuses_to_start_with_a_broken_rule_directory() {
         "{stderr}"
     );
 }
+
+/// A public rule named `name` that matches `ACME-INTERNAL-BUILD`.
+fn rule_named(name: &str) -> String {
+    EXTRA_RULE.replace("acme_internal_marker", name)
+}
+
+/// Findings of a rule are `yara.<rule name>`, and the server refuses a report with a rule id
+/// over 200 bytes whole: a name that long is refused when the rules are loaded, naming the
+/// file, the rule and the limit, and the longest name allowed makes a report the server
+/// takes.
+#[test]
+fn a_rule_name_too_long_for_the_servers_rule_id_is_an_error() {
+    let too_long = format!("acme_{}", "x".repeat(191));
+    assert_eq!(too_long.len(), 196);
+    let dir = rule_dir(&[
+        ("acme.yar", EXTRA_RULE),
+        ("long.yar", &rule_named(&too_long)),
+    ]);
+    let error = RuleSet::with_directory(dir.path()).unwrap_err();
+    assert!(
+        matches!(error, RuleSetError::NameTooLong { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("long.yar")
+            && message.contains("rule acme_xxx")
+            && message.contains("196 bytes")
+            && message.contains("at most 195 bytes"),
+        "{message}"
+    );
+    // The error shows enough of the name to find it, not all of a huge one.
+    assert!(!message.contains(&too_long), "{message}");
+
+    let longest = format!("acme_{}", "x".repeat(190));
+    let dir = rule_dir(&[("longest.yar", &rule_named(&longest))]);
+    let rules = RuleSet::with_directory(dir.path()).unwrap();
+    let bytes = package_bytes(
+        clean_wasm(),
+        &[("config.json", b"ACME-INTERNAL-BUILD".to_vec())],
+    );
+    let report = scan(&bytes, Some(&rules));
+    let matched = finding(&report.findings, &format!("yara.{longest}"));
+    assert_eq!(matched.rule.len(), 200);
+    common::assert_postable(&report.findings, &report.metrics);
+}
+
+/// The worker checks the rule names when it starts, where the operator sees the error,
+/// rather than posting reports the server refuses.
+#[test]
+fn the_worker_refuses_to_start_with_a_rule_name_too_long() {
+    let too_long = format!("acme_{}", "x".repeat(300));
+    let rules = rule_dir(&[("long.yar", &rule_named(&too_long))]);
+    // A worker that did start would wait for an unreachable server; with its stdin closed it
+    // stops at once instead, and succeeds, which fails the test rather than hanging it.
+    let output = Command::new(env!("CARGO_BIN_EXE_plugstore-scanner"))
+        .args([
+            "worker",
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+            "--once",
+            "--exit-with-stdin",
+        ])
+        .arg("--rules-dir")
+        .arg(rules.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("long.yar") && stderr.contains("at most 195 bytes"),
+        "{stderr}"
+    );
+}
