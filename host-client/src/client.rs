@@ -322,6 +322,7 @@ impl ClientBuilder {
         let install_id = install_dir.install_id(self.install_id.as_deref())?;
         let state = {
             let _locked = install_dir.lock()?;
+            install_dir.recover_replaced_versions_locked()?;
             restore(&install_dir.tuf_dir(), &pinned_root)?
         };
         Ok(Client {

@@ -12,7 +12,9 @@
 //! A version is unpacked with `plugstore-format`'s strict package reader into a staging
 //! directory next to its final place and renamed into place once complete; `state.json` is
 //! replaced atomically (temporary file, fsync, rename) only after that, so a crash at any
-//! point leaves the previous state intact. Only verified packages get here: this module
+//! point leaves the previous state intact. Reinstalling a version whose directory exists
+//! moves that directory aside first; after a crash in between, the next start puts it back
+//! ([`InstallDir::recover_replaced_versions_locked`]). Only verified packages get here: this module
 //! checks that the unpacked manifest names the expected plugin and version, and trusts the
 //! caller for the signatures.
 
@@ -351,7 +353,7 @@ impl InstallDir {
             return Err(error);
         }
         let target = self.version_dir(id, version);
-        let replaced = versions.join(format!(".replaced-{}", random_hex(8)));
+        let replaced = versions.join(replaced_name(version));
         if target.exists() {
             fs::rename(&target, &replaced).map_err(io_at(&target))?;
         }
@@ -381,6 +383,34 @@ impl InstallDir {
         let _ = fs::remove_dir_all(&replaced);
         self.prune(id, &state);
         Ok(target)
+    }
+
+    /// Puts back the version directories that a reinstall moved aside when a crash stopped it
+    /// before the new one took their place: `state.json` still names them. A moved-aside
+    /// directory whose version is in place again is removed. For a caller that holds
+    /// [`InstallDir::lock`] (an install in progress in another process has its own moved-aside
+    /// directory, and must not lose it).
+    pub(crate) fn recover_replaced_versions_locked(&self) -> Result<(), InstallError> {
+        let plugins = self.root.join("plugins");
+        for publisher in read_dir_names(&plugins)? {
+            for name in read_dir_names(&plugins.join(&publisher))? {
+                let versions = plugins.join(&publisher).join(&name).join("versions");
+                for moved in read_dir_names(&versions)? {
+                    let Some(version) = replaced_version(&moved) else {
+                        continue;
+                    };
+                    let (moved, target) =
+                        (versions.join(&moved), versions.join(version.to_string()));
+                    if target.exists() {
+                        let _ = fs::remove_dir_all(&moved);
+                    } else {
+                        fs::rename(&moved, &target).map_err(io_at(&moved))?;
+                        sync_dir(&versions).map_err(io_at(&versions))?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes unpacked versions that are neither current nor previous (best effort: a
@@ -532,6 +562,18 @@ fn read_state(path: &Path) -> Result<Option<PluginState>, InstallError> {
             path: path.to_owned(),
             reason: error.to_string(),
         })
+}
+
+/// Where a reinstall moves the version directory it replaces: named with the version, so that
+/// [`InstallDir::recover_replaced_versions_locked`] can put it back after a crash.
+fn replaced_name(version: &Version) -> String {
+    format!(".replaced-{version}-{}", random_hex(8))
+}
+
+/// The version a [`replaced_name`] names.
+fn replaced_version(name: &str) -> Option<Version> {
+    let (version, _random) = name.strip_prefix(".replaced-")?.rsplit_once('-')?;
+    Version::parse(version).ok()
 }
 
 fn read_dir_names(dir: &Path) -> Result<Vec<String>, InstallError> {

@@ -529,6 +529,38 @@ async fn a_newer_pinned_root_takes_over_the_state_saved_under_an_older_root() {
     );
 }
 
+/// A reinstall moves the version's directory aside, then renames the new one into place; a
+/// crash in between leaves `state.json` naming a directory that is not there. The next start
+/// puts it back, and removes a moved-aside copy whose version is in place again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_moved_aside_by_an_interrupted_reinstall_is_put_back_at_start() {
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let installed = store
+        .client(dir.path())
+        .install(&id("acme/hello"), &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap();
+    let versions = installed.path.parent().unwrap().to_owned();
+    std::fs::rename(
+        &installed.path,
+        versions.join(".replaced-1.0.0-00112233aabbccdd"),
+    )
+    .unwrap();
+
+    let restarted = store.client(dir.path());
+    let path = restarted.loadable_path(&id("acme/hello")).unwrap().unwrap();
+    assert!(path.join("plugin.toml").is_file(), "{}", path.display());
+
+    let stale = versions.join(".replaced-1.0.0-8899aabbccddeeff");
+    std::fs::create_dir(&stale).unwrap();
+    drop(restarted);
+    store.client(dir.path());
+    assert!(!stale.exists());
+    assert!(path.join("plugin.toml").is_file());
+}
+
 /// The files under `{dir}/tuf/`, by name.
 fn saved_metadata(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir.join("tuf"))
