@@ -157,9 +157,9 @@ pub enum RestoreError {
 ///
 /// The saved roles may have been verified under an earlier root of the chain: [`save`]
 /// writes the roots first, so a crash part-way through leaves a newer root beside the roles
-/// of the refresh before. Likewise, when the pinned root is newer than every saved root (the
-/// application shipped a newer root than the client had reached), the roles were verified
-/// under the newest saved root. So when the roles fail under the newest root, they are
+/// of the refresh before. Likewise, when the application ships a pinned root newer than the
+/// client had reached, the roles were verified under the newest saved root below the pinned
+/// one (until the first save after the upgrade completes). So when the roles fail under the newest root, they are
 /// restored under the newest earlier root they verify under, and the state then moves root
 /// by root to the newest ([`TrustedState::adopt_root`]), dropping the roles whose keys a
 /// root rotated, as following the rotation in a refresh would have. A saved role that fails
@@ -188,10 +188,11 @@ pub(crate) fn restore(dir: &Path, pinned_root: &[u8]) -> Result<TrustedState, Re
             Err(FetchError::Failed(source)) => return Err(io(io::Error::other(source))),
         }
     }
-    if let Some(older) = newest_saved_root_version(dir)
-        .map_err(io)?
-        .filter(|&newest| newest < pinned.version())
-    {
+    // The newest saved root below the pinned one (an application upgrade that pinned a newer
+    // root than the client had reached) may be the root the saved roles were verified under:
+    // also when a save after the upgrade was cut short, leaving the pinned root saved beside
+    // roles it has not verified yet.
+    if let Some(older) = newest_saved_root_below(dir, pinned.version()).map_err(io)? {
         let bytes = read_saved(dir, &format!("{older}.root.json"), MAX_ROOT_BYTES)
             .map_err(|error| io(io::Error::other(error)))?;
         // Nothing links this root to the pinned one when versions in between were never
@@ -227,8 +228,8 @@ pub(crate) fn restore(dir: &Path, pinned_root: &[u8]) -> Result<TrustedState, Re
     ))
 }
 
-/// The highest `N` of the saved `N.root.json` files, `None` when none is saved.
-fn newest_saved_root_version(dir: &Path) -> io::Result<Option<u64>> {
+/// The highest `N` below `limit` of the saved `N.root.json` files, `None` when none is saved.
+fn newest_saved_root_below(dir: &Path, limit: u64) -> io::Result<Option<u64>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -240,7 +241,8 @@ fn newest_saved_root_version(dir: &Path) -> io::Result<Option<u64>> {
         let version = name
             .to_str()
             .and_then(|name| name.strip_suffix(".root.json"))
-            .and_then(|version| version.parse::<u64>().ok());
+            .and_then(|version| version.parse::<u64>().ok())
+            .filter(|&version| version < limit);
         newest = newest.max(version);
     }
     Ok(newest)

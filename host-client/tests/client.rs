@@ -660,6 +660,36 @@ async fn a_crash_part_way_through_saving_metadata_leaves_a_state_that_starts() {
     }
 }
 
+/// The first save after an application upgrade that pinned a newer root writes that root
+/// first: a crash before the roles follow leaves it saved beside roles verified under the
+/// root before it, which the next start still restores (under that root, then moved on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_the_first_save_under_a_newer_pinned_root_leaves_a_state_that_starts() {
+    let mut store = Store::new().await;
+    store.publish("acme/hello", "1.0.0");
+    store.publish_next_root();
+    let dir = tempfile::tempdir().unwrap();
+    store.client(dir.path()).check_updates().await.unwrap();
+    let before = saved_metadata(dir.path());
+
+    store.keys.timestamp = plugstore_tuf::keys::SigningKey::generate().unwrap();
+    let pinned = store.publish_next_root();
+    store.refresh_timestamp();
+    // What the first save under the pinned root writes first: the pinned root itself.
+    std::fs::write(dir.path().join("tuf/3.root.json"), &pinned).unwrap();
+    assert!(!before.contains_key("3.root.json"));
+    let restarted = store
+        .client_builder(dir.path())
+        .trusted_root(pinned)
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    restarted.check_updates().await.unwrap();
+    assert_ne!(
+        saved_metadata(dir.path())["timestamp.json"],
+        before["timestamp.json"]
+    );
+}
+
 /// Moving saved state to a newer pinned root is no reason to skip its checks: a damaged
 /// saved file is still an error, not a first run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

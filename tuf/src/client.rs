@@ -246,8 +246,8 @@ impl TrustedState {
     }
 
     /// Restores a state from files saved with [`TrustedState::saved_files`]: `root` is the
-    /// newest saved root (the one the saved roles were verified under), and `saved` serves
-    /// the other saved files by name. To start from a newer root than that, restore, then
+    /// root the saved roles were verified under (the newest saved one, unless a save was cut
+    /// short after writing a newer root), and `saved` serves the other saved files by name. To start from a newer root than that, restore, then
     /// [`TrustedState::adopt_root`].
     ///
     /// Each file goes through the same steps as from the network, except the expiry check:
