@@ -355,9 +355,27 @@ impl InstallDir {
         let target = self.version_dir(id, version);
         let replaced = versions.join(replaced_name(version));
         if target.exists() {
-            fs::rename(&target, &replaced).map_err(io_at(&target))?;
+            // One moved-aside copy per version at most, so that recovery never has to choose
+            // (a leftover is the remains of a finished reinstall whose removal failed).
+            if replaced.exists() {
+                let removed = fs::remove_dir_all(&replaced).map_err(io_at(&replaced));
+                if let Err(error) = removed {
+                    let _ = fs::remove_dir_all(&staging);
+                    return Err(error);
+                }
+            }
+            let moved = fs::rename(&target, &replaced).map_err(io_at(&target));
+            if let Err(error) = moved {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(error);
+            }
         }
-        fs::rename(&staging, &target).map_err(io_at(&target))?;
+        if let Err(error) = fs::rename(&staging, &target) {
+            // Put the installed version back: `state.json` still names it.
+            let _ = fs::rename(&replaced, &target);
+            let _ = fs::remove_dir_all(&staging);
+            return Err(io_at(&target)(error));
+        }
         sync_dir(&versions).map_err(io_at(&versions))?;
 
         let old = self.state(id)?;
@@ -390,12 +408,19 @@ impl InstallDir {
     /// directory whose version is in place again is removed. For a caller that holds
     /// [`InstallDir::lock`] (an install in progress in another process has its own moved-aside
     /// directory, and must not lose it).
+    ///
+    /// Best effort per plugin, like [`InstallDir::prune`]: a directory that cannot be put
+    /// back leaves that plugin as the crash left it, and does not keep the others from
+    /// loading.
     pub(crate) fn recover_replaced_versions_locked(&self) -> Result<(), InstallError> {
         let plugins = self.root.join("plugins");
         for publisher in read_dir_names(&plugins)? {
             for name in read_dir_names(&plugins.join(&publisher))? {
                 let versions = plugins.join(&publisher).join(&name).join("versions");
-                for moved in read_dir_names(&versions)? {
+                let Ok(names) = read_dir_names(&versions) else {
+                    continue;
+                };
+                for moved in names {
                     let Some(version) = replaced_version(&moved) else {
                         continue;
                     };
@@ -403,9 +428,8 @@ impl InstallDir {
                         (versions.join(&moved), versions.join(version.to_string()));
                     if target.exists() {
                         let _ = fs::remove_dir_all(&moved);
-                    } else {
-                        fs::rename(&moved, &target).map_err(io_at(&moved))?;
-                        sync_dir(&versions).map_err(io_at(&versions))?;
+                    } else if fs::rename(&moved, &target).is_ok() {
+                        let _ = sync_dir(&versions);
                     }
                 }
             }
@@ -565,15 +589,15 @@ fn read_state(path: &Path) -> Result<Option<PluginState>, InstallError> {
 }
 
 /// Where a reinstall moves the version directory it replaces: named with the version, so that
-/// [`InstallDir::recover_replaced_versions_locked`] can put it back after a crash.
+/// [`InstallDir::recover_replaced_versions_locked`] can put it back after a crash, and
+/// without a random part, so that there is at most one per version.
 fn replaced_name(version: &Version) -> String {
-    format!(".replaced-{version}-{}", random_hex(8))
+    format!(".replaced-{version}")
 }
 
 /// The version a [`replaced_name`] names.
 fn replaced_version(name: &str) -> Option<Version> {
-    let (version, _random) = name.strip_prefix(".replaced-")?.rsplit_once('-')?;
-    Version::parse(version).ok()
+    Version::parse(name.strip_prefix(".replaced-")?).ok()
 }
 
 fn read_dir_names(dir: &Path) -> Result<Vec<String>, InstallError> {

@@ -543,17 +543,13 @@ async fn a_version_moved_aside_by_an_interrupted_reinstall_is_put_back_at_start(
         .await
         .unwrap();
     let versions = installed.path.parent().unwrap().to_owned();
-    std::fs::rename(
-        &installed.path,
-        versions.join(".replaced-1.0.0-00112233aabbccdd"),
-    )
-    .unwrap();
+    std::fs::rename(&installed.path, versions.join(".replaced-1.0.0")).unwrap();
 
     let restarted = store.client(dir.path());
     let path = restarted.loadable_path(&id("acme/hello")).unwrap().unwrap();
     assert!(path.join("plugin.toml").is_file(), "{}", path.display());
 
-    let stale = versions.join(".replaced-1.0.0-8899aabbccddeeff");
+    let stale = versions.join(".replaced-1.0.0");
     std::fs::create_dir(&stale).unwrap();
     drop(restarted);
     store.client(dir.path());
