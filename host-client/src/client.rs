@@ -36,8 +36,8 @@ use crate::metadata::{HttpFetch, RestoreError, restore, save};
 use crate::updates::{
     Channel, CheckContext, CheckRequest, CheckResponse, HostApp, HostWire, InstallReason,
     InstalledWire, Problem, Refusal, RefusalReason, Revocation, UpdateCheck, VerifiedPackage,
-    VerifiedUpdate, check_newer, check_offers, confirmed_revocations, latest_installable,
-    verified_package,
+    VerifiedUpdate, check_newer, check_offers, confirmed_revocations, is_as_private_as,
+    latest_installable, verified_package,
 };
 
 /// Most installed plugins one update-check request reports (the API's limit); more are
@@ -311,7 +311,7 @@ impl ClientBuilder {
 
         let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(redirect_policy(base_url.clone()))
             .user_agent(concat!("plugstore-client/", env!("CARGO_PKG_VERSION")));
         if let Some(proxy) = self.proxy {
             http = http.proxy(proxy);
@@ -817,6 +817,25 @@ fn refused(id: &PluginId, version: &Version, reason: RefusalReason) -> ClientErr
         version: version.to_string(),
         reason,
     }))
+}
+
+/// Follows at most 5 redirects (to a CDN, say), none of them to a URL less private than the
+/// store's ([`is_as_private_as`]): an https store's blobs redirected to plain http would let
+/// anyone on the path read which plugins the host runs.
+fn redirect_policy(base_url: String) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            attempt.error("more than 5 redirects")
+        } else if !is_as_private_as(attempt.url().as_str(), &base_url) {
+            let refused = format!(
+                "a redirect to {} from a store reached over https",
+                attempt.url()
+            );
+            attempt.error(refused)
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Runs file work off the async workers.

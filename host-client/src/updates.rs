@@ -330,7 +330,7 @@ impl CheckContext<'_> {
 /// https is always fine, plain http only for a store reached over plain http (a local test
 /// store). The hash check keeps the bytes right either way; this keeps which plugins a host
 /// runs from being read off the wire when the host chose https.
-fn is_as_private_as(url: &str, base_url: &str) -> bool {
+pub(crate) fn is_as_private_as(url: &str, base_url: &str) -> bool {
     let scheme = |url: &str| {
         url.split_once("://")
             .map(|(scheme, _)| scheme.to_ascii_lowercase())
