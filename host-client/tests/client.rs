@@ -569,6 +569,18 @@ fn saved_metadata(dir: &std::path::Path) -> std::collections::BTreeMap<String, V
         .collect()
 }
 
+/// A new install directory whose `tuf/` holds `files`.
+fn install_dir_with_metadata<'a>(
+    files: impl IntoIterator<Item = (&'a String, &'a Vec<u8>)>,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tuf")).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join("tuf").join(name), bytes).unwrap();
+    }
+    dir
+}
+
 /// A host that crashes part-way through saving the metadata of a refresh starts again and
 /// catches up, at every point of the save, even when that refresh followed a rotation of the
 /// timestamp and targets keys: the new root is on disk beside roles signed with the keys it
@@ -595,11 +607,7 @@ async fn a_crash_part_way_through_saving_metadata_leaves_a_state_that_starts() {
         .unwrap();
     store.serve_files(files);
     store.publish("acme/hello", "1.1.0");
-    let after_dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(after_dir.path().join("tuf")).unwrap();
-    for (name, bytes) in &before {
-        std::fs::write(after_dir.path().join("tuf").join(name), bytes).unwrap();
-    }
+    let after_dir = install_dir_with_metadata(&before);
     store
         .client(after_dir.path())
         .check_updates()
@@ -631,15 +639,13 @@ async fn a_crash_part_way_through_saving_metadata_leaves_a_state_that_starts() {
         "one file of each kind: {written:?}"
     );
     for crashed_after in 0..=written.len() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("tuf")).unwrap();
-        for (name, bytes) in before.iter().chain(
-            written[..crashed_after]
-                .iter()
-                .map(|name| (*name, &after[*name])),
-        ) {
-            std::fs::write(dir.path().join("tuf").join(name), bytes).unwrap();
-        }
+        let dir = install_dir_with_metadata(
+            before.iter().chain(
+                written[..crashed_after]
+                    .iter()
+                    .map(|name| (*name, &after[*name])),
+            ),
+        );
         let restarted = store
             .client_builder(dir.path())
             .build()

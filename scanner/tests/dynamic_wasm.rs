@@ -57,6 +57,18 @@ fn has(analysis: &StaticAnalysis, rule: &Rule) -> bool {
     analysis.findings.iter().any(|f| f.rule == rule.id)
 }
 
+/// A run refused for exceeding its resource limits: high, so the version waits for review.
+fn assert_high_resource_limit(analysis: &StaticAnalysis) {
+    assert!(
+        analysis.max_severity() >= Some(Severity::High),
+        "{analysis:#?}"
+    );
+    assert!(
+        has(analysis, &rules::DYNAMIC_RESOURCE_LIMIT),
+        "{analysis:#?}"
+    );
+}
+
 #[test]
 fn a_clean_plugin_runs_without_findings_and_with_metrics() {
     let analysis = run(&echo_plugin(), &[Capability::Log]);
@@ -402,14 +414,7 @@ fn a_module_over_the_runs_table_count_gets_a_high_finding() {
       (func (export "plugstore_handle") (param i32 i32) (result i64) i64.const 0))"#
     );
     let analysis = run(&wat::parse_str(text).unwrap(), &[]);
-    assert!(
-        analysis.max_severity() >= Some(Severity::High),
-        "{analysis:#?}"
-    );
-    assert!(
-        has(&analysis, &rules::DYNAMIC_RESOURCE_LIMIT),
-        "{analysis:#?}"
-    );
+    assert_high_resource_limit(&analysis);
 }
 
 /// A table larger than an operator's `max_table_elements` cannot even be created.
@@ -421,14 +426,7 @@ fn a_table_over_the_runs_element_limit_gets_a_high_finding() {
         ..DynamicLimits::default()
     };
     let analysis = analyze_wasm_dynamic(&bytes, &[], &limits);
-    assert!(
-        analysis.max_severity() >= Some(Severity::High),
-        "{analysis:#?}"
-    );
-    assert!(
-        has(&analysis, &rules::DYNAMIC_RESOURCE_LIMIT),
-        "{analysis:#?}"
-    );
+    assert_high_resource_limit(&analysis);
 }
 
 /// Memory the store refuses at instantiation was high before the tables were: the limiter

@@ -210,6 +210,17 @@ fn crafted_pe(sections: &[pe::ImageSectionHeader], import_directory: u32, data: 
     bytes
 }
 
+/// A PE whose one section, read-only data at RVA 0x1000, is its import table:
+/// `descriptors` libraries named `a.dll`, each with the same list of `thunks` imports of
+/// `function`.
+fn pe_with_imports(descriptors: usize, thunks: usize, function: &[u8]) -> Vec<u8> {
+    const RVA: u32 = 0x1000;
+    let rdata = pe::IMAGE_SCN_CNT_INITIALIZED_DATA | pe::IMAGE_SCN_MEM_READ;
+    let idata = crafted_imports(RVA, descriptors, thunks, function);
+    let size = u32::try_from(idata.len()).unwrap();
+    crafted_pe(&[section_header(rdata, RVA, 0, size)], RVA, &idata)
+}
+
 /// An import section at `rva` for [`crafted_pe`]: `descriptors` libraries named `a.dll`,
 /// each with the same list of `thunks` imports of `function`.
 fn crafted_imports(rva: u32, descriptors: usize, thunks: usize, function: &[u8]) -> Vec<u8> {
@@ -529,10 +540,7 @@ fn sections_over_the_same_bytes_are_measured_once() {
 #[test]
 fn import_descriptors_count_against_the_import_limit() {
     // 30 000 libraries without one import: each descriptor is read, so each counts.
-    let rdata = pe::IMAGE_SCN_CNT_INITIALIZED_DATA | pe::IMAGE_SCN_MEM_READ;
-    let idata = crafted_imports(0x1000, 30_000, 0, b"GetLastError");
-    let size = u32::try_from(idata.len()).unwrap();
-    let bytes = crafted_pe(&[section_header(rdata, 0x1000, 0, size)], 0x1000, &idata);
+    let bytes = pe_with_imports(30_000, 0, b"GetLastError");
     let analysis = analyze(&bytes, &["windows-x86_64"]);
     let found = of(&analysis, &rules::PE_INVALID);
     assert_eq!(found.len(), 1, "{:#?}", analysis.findings);
@@ -545,9 +553,7 @@ fn import_descriptors_count_against_the_import_limit() {
     );
 
     // Under the limit, the same layout is read whole.
-    let idata = crafted_imports(0x1000, 100, 2, b"VirtualAllocEx");
-    let size = u32::try_from(idata.len()).unwrap();
-    let bytes = crafted_pe(&[section_header(rdata, 0x1000, 0, size)], 0x1000, &idata);
+    let bytes = pe_with_imports(100, 2, b"VirtualAllocEx");
     let analysis = analyze(&bytes, &["windows-x86_64"]);
     assert!(of(&analysis, &rules::PE_INVALID).is_empty());
     assert_eq!(analysis.metrics["pe.imports.count"], 200);
@@ -557,10 +563,7 @@ fn import_descriptors_count_against_the_import_limit() {
 #[test]
 fn import_names_are_read_within_a_budget() {
     // 10 000 imports of one 2 MiB name: finding the end of each would read 20 GB.
-    let rdata = pe::IMAGE_SCN_CNT_INITIALIZED_DATA | pe::IMAGE_SCN_MEM_READ;
-    let idata = crafted_imports(0x1000, 1, 10_000, &vec![b'A'; 2 << 20]);
-    let size = u32::try_from(idata.len()).unwrap();
-    let bytes = crafted_pe(&[section_header(rdata, 0x1000, 0, size)], 0x1000, &idata);
+    let bytes = pe_with_imports(1, 10_000, &vec![b'A'; 2 << 20]);
     let analysis = analyze(&bytes, &["windows-x86_64"]);
     let found = of(&analysis, &rules::PE_INVALID);
     assert_eq!(found.len(), 1, "{:#?}", analysis.findings);

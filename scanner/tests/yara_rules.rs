@@ -330,6 +330,27 @@ fn analyze(package: &Path, rules_dir: Option<&Path>) -> ScanReport {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// Starts a worker with the rules in `rules_dir`, which should refuse them. A worker that did
+/// start would wait for an unreachable server; with its stdin closed it stops at once
+/// instead, and succeeds, which fails the test rather than hanging it.
+fn start_worker(rules_dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_plugstore-scanner"))
+        .args([
+            "worker",
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+            "--once",
+            "--exit-with-stdin",
+        ])
+        .arg("--rules-dir")
+        .arg(rules_dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
 fn write_package(dir: &Path, bytes: &[u8]) -> PathBuf {
     let path = dir.join("package.tar");
     std::fs::write(&path, bytes).unwrap();
@@ -391,19 +412,7 @@ fn the_worker_refuses_to_start_with_a_broken_rule_directory() {
         ("acme.yar", EXTRA_RULE),
         ("nosev.yar", "rule quiet_rule { condition: true }"),
     ]);
-    let output = Command::new(env!("CARGO_BIN_EXE_plugstore-scanner"))
-        .args([
-            "worker",
-            "--server",
-            "http://127.0.0.1:9",
-            "--token",
-            "t",
-            "--once",
-        ])
-        .arg("--rules-dir")
-        .arg(rules.path())
-        .output()
-        .unwrap();
+    let output = start_worker(rules.path());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(
@@ -464,23 +473,7 @@ fn a_rule_name_too_long_for_the_servers_rule_id_is_an_error() {
 fn the_worker_refuses_to_start_with_a_rule_name_too_long() {
     let too_long = format!("acme_{}", "x".repeat(300));
     let rules = rule_dir(&[("long.yar", &rule_named(&too_long))]);
-    // A worker that did start would wait for an unreachable server; with its stdin closed it
-    // stops at once instead, and succeeds, which fails the test rather than hanging it.
-    let output = Command::new(env!("CARGO_BIN_EXE_plugstore-scanner"))
-        .args([
-            "worker",
-            "--server",
-            "http://127.0.0.1:9",
-            "--token",
-            "t",
-            "--once",
-            "--exit-with-stdin",
-        ])
-        .arg("--rules-dir")
-        .arg(rules.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let output = start_worker(rules.path());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(

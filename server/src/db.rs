@@ -197,17 +197,21 @@ where
     if values.is_empty() {
         return Ok(HashSet::new());
     }
-    let list = (1..=values.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = sql.replace("{list}", &list);
+    let sql = sql.replace("{list}", &placeholders(values.len()));
     // Not kept as a prepared statement: the text changes with the list's length.
     let mut query = sqlx::query_scalar::<_, String>(&sql).persistent(false);
     for value in values {
         query = query.bind(value);
     }
     Ok(query.fetch_all(executor).await?.into_iter().collect())
+}
+
+/// `$1, $2, …, $count`: the bound parameters of an `IN (…)` list.
+pub fn placeholders(count: usize) -> String {
+    (1..=count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether a database error is a unique-constraint violation (a name already taken).

@@ -308,6 +308,8 @@ pub async fn revoke_every_encoding(
     reason: &str,
 ) -> sqlx::Result<u64> {
     if engine == Engine::Postgres {
+        // [`take_identity_turn`]'s key, computed from the named row in the same statement: a
+        // read before the update would hold an old snapshot on SQLite.
         sqlx::query(
             "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtextextended('certificate ' || serial || ' ' || issuer, 0)) \
              FROM certificates WHERE fingerprint = $1 AND publisher_id = $2) AS turns",

@@ -184,12 +184,9 @@ async fn latest_versions(app: &AppState, plugin_ids: &[i64]) -> ApiResult<HashMa
     if plugin_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let list = (1..=plugin_ids.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = format!(
-        "SELECT plugin_id, version FROM plugin_versions WHERE state = 'published' AND plugin_id IN ({list})"
+        "SELECT plugin_id, version FROM plugin_versions WHERE state = 'published' AND plugin_id IN ({})",
+        crate::db::placeholders(plugin_ids.len())
     );
     // Not kept as a prepared statement: the text changes with the page's length.
     let mut query = sqlx::query(&sql).persistent(false);
