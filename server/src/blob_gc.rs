@@ -13,11 +13,12 @@
 //!
 //! Deleting races with writers: a writer may find a blob already stored (content addressing
 //! makes a second upload of the same bytes a no-op) just before the collector deletes it,
-//! and then record a reference to a blob that is gone. The two take turns on the
-//! `blob_fence` row instead. A writer takes its turn in the transaction that records the
+//! and then record a reference to a blob that is gone. The two take turns on a fence
+//! instead ([`take_turn`]). A writer takes its turn in the transaction that records the
 //! reference and, holding it, confirms the blob is still stored ([`confirm_stored`]); the
 //! collector takes its turn, re-checks that its candidates are still unreferenced and deletes
-//! them before giving it back. Whichever goes first, a committed reference names a stored
+//! them before giving it back. Writers share the fence with each other and only a collection
+//! holds it alone, so uploads on PostgreSQL do not queue behind each other's storage checks. Whichever goes first, a committed reference names a stored
 //! blob: a writer that comes second finds its blob gone and fails, to be retried, instead of
 //! committing. Only blobs older than a minimum age are candidates, so a blob being written
 //! and about to be named is left alone, and such failures need a blob that had been orphaned
@@ -32,7 +33,7 @@ use plugstore_format::signing::SignatureEnvelope;
 use sqlx::{AnyConnection, Row as _};
 
 use crate::blobs::{BlobDigest, BlobError, BlobStore, ListedBlob};
-use crate::db::Database;
+use crate::db::{Database, Engine};
 use crate::release_metadata::chain_pem;
 
 /// Blobs written more recently than this are not collected by default. Writers name their
@@ -62,12 +63,42 @@ pub enum ConfirmError {
     Blobs(#[from] BlobError),
 }
 
-/// Takes this transaction's turn on the fence: waits while a collection deletes, and keeps
-/// any from starting until the transaction ends.
-async fn take_turn(tx: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE blob_fence SET turns = turns + 1 WHERE id = 1")
-        .execute(&mut *tx)
-        .await?;
+/// Who takes a turn on the fence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// A transaction recording references to stored blobs. Writers do not wait for each
+    /// other, only for a collection.
+    Writer,
+    /// A collection deleting blobs: it waits for every writer and every writer waits for it.
+    Collection,
+}
+
+/// Takes this transaction's turn on the fence; the turn lasts until the transaction ends.
+///
+/// On PostgreSQL the fence is a transaction-scoped advisory lock, shared by writers and
+/// exclusive for a collection. Every upload's final transaction takes a turn, and a row lock
+/// (which is exclusive) would queue all of them behind one another's storage checks. SQLite
+/// runs one writing transaction at a time anyway, so there the turn is an update of the
+/// `blob_fence` row, which takes the database's write lock at once.
+///
+/// # Errors
+/// Database failures.
+pub async fn take_turn(
+    tx: &mut AnyConnection,
+    engine: Engine,
+    turn: Turn,
+) -> Result<(), sqlx::Error> {
+    let statement = match (engine, turn) {
+        (Engine::Sqlite, _) => "UPDATE blob_fence SET turns = turns + 1 WHERE id = 1",
+        // `count(*)` because the `Any` driver cannot decode the functions' `void`.
+        (Engine::Postgres, Turn::Writer) => {
+            "SELECT count(*) FROM (SELECT pg_advisory_xact_lock_shared(hashtextextended('plugstore blob fence', 0))) AS turn"
+        }
+        (Engine::Postgres, Turn::Collection) => {
+            "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtextextended('plugstore blob fence', 0))) AS turn"
+        }
+    };
+    sqlx::query(statement).execute(&mut *tx).await?;
     Ok(())
 }
 
@@ -79,10 +110,11 @@ async fn take_turn(tx: &mut AnyConnection) -> Result<(), sqlx::Error> {
 /// [`ConfirmError::Collected`] when a blob is gone; database and storage failures.
 pub async fn confirm_stored(
     tx: &mut AnyConnection,
+    engine: Engine,
     blobs: &dyn BlobStore,
     digests: impl IntoIterator<Item = &BlobDigest>,
 ) -> Result<(), ConfirmError> {
-    take_turn(tx).await?;
+    take_turn(tx, engine, Turn::Writer).await?;
     for digest in digests {
         if blobs.size_of(digest).await?.is_none() {
             return Err(ConfirmError::Collected(*digest));
@@ -167,7 +199,7 @@ async fn collect_batch(
     report: &mut CollectionReport,
 ) -> anyhow::Result<()> {
     let mut tx = db.pool.begin().await?;
-    take_turn(&mut tx).await?;
+    take_turn(&mut tx, db.engine, Turn::Collection).await?;
     let hex: Vec<String> = batch.iter().map(|blob| blob.digest.to_hex()).collect();
     let named = named_among(&mut tx, &hex).await?;
     for blob in batch {

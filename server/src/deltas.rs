@@ -187,7 +187,8 @@ async fn make_pair(
     if let Outcome::Ready { digest, .. } = &outcome {
         // A failure here (the patch collected as unreferenced since it was stored, which
         // needs an identical patch orphaned for a day) leaves the pair for the next pass.
-        crate::blob_gc::confirm_stored(&mut tx, app.blobs.as_ref(), [digest]).await?;
+        crate::blob_gc::confirm_stored(&mut tx, app.db.engine, app.blobs.as_ref(), [digest])
+            .await?;
     }
     // A replica that made the same pair first wins; the patch blob is the same either way.
     let inserted = sqlx::query(

@@ -628,7 +628,7 @@ async fn record_chains(
     if unrecorded.is_empty() {
         return Ok(());
     }
-    crate::blob_gc::confirm_stored(tx, app.blobs.as_ref(), &unrecorded).await?;
+    crate::blob_gc::confirm_stored(tx, app.db.engine, app.blobs.as_ref(), &unrecorded).await?;
     for digest in &unrecorded {
         sqlx::query("INSERT INTO chain_blobs (digest) VALUES ($1) ON CONFLICT DO NOTHING")
             .bind(digest.to_hex())

@@ -509,7 +509,7 @@ async fn insert_version(
     // The package is named from here on; an identical upload stored long ago and never named
     // could have been collected since `put` found it.
     let package = BlobDigest::from_bytes(*accepted.contents.digest.as_bytes());
-    blob_gc::confirm_stored(&mut tx, app.blobs.as_ref(), [&package]).await?;
+    blob_gc::confirm_stored(&mut tx, app.db.engine, app.blobs.as_ref(), [&package]).await?;
     // The plugin's description comes from its versions once one is published (a trigger,
     // migration 0011): text nobody reviewed never shows.
     sqlx::query(

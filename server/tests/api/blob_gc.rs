@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use plugstore_server::blob_gc::{self, CollectionReport, ConfirmError};
+use plugstore_server::blob_gc::{self, CollectionReport, ConfirmError, Turn};
 use plugstore_server::blobs::BlobDigest;
 
 use crate::both_stacks;
@@ -138,15 +138,12 @@ both_stacks! {
         let blob = store_orphan(&app, "about to be named").await;
         // A collection's turn on the fence, held while it deletes the blob.
         let mut collection = app.app.db.pool.begin().await.unwrap();
-        sqlx::query("UPDATE blob_fence SET turns = turns + 1 WHERE id = 1")
-            .execute(&mut *collection)
-            .await
-            .unwrap();
+        blob_gc::take_turn(&mut collection, app.app.db.engine, Turn::Collection).await.unwrap();
 
         let writer_app = app.app.clone();
         let writer = tokio::spawn(async move {
             let mut tx = writer_app.db.pool.begin().await.unwrap();
-            blob_gc::confirm_stored(&mut tx, writer_app.blobs.as_ref(), [&blob]).await
+            blob_gc::confirm_stored(&mut tx, writer_app.db.engine, writer_app.blobs.as_ref(), [&blob]).await
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!writer.is_finished(), "the writer must wait for the collection's turn");
@@ -161,7 +158,67 @@ both_stacks! {
         // Had the writer gone first, its blob is still there to name.
         let kept = store_orphan(&app, "named first").await;
         let mut tx = app.app.db.pool.begin().await.unwrap();
-        blob_gc::confirm_stored(&mut tx, app.app.blobs.as_ref(), [&kept]).await.unwrap();
+        blob_gc::confirm_stored(&mut tx, app.app.db.engine, app.app.blobs.as_ref(), [&kept]).await.unwrap();
         tx.commit().await.unwrap();
     }
+
+    async fn a_collection_waits_for_a_writer_and_then_keeps_what_it_named(app) {
+        let blob = store_orphan(&app, "being named").await;
+        let mut writer = app.app.db.pool.begin().await.unwrap();
+        blob_gc::confirm_stored(&mut writer, app.app.db.engine, app.app.blobs.as_ref(), [&blob]).await.unwrap();
+
+        let collector_app = app.app.clone();
+        let collection = tokio::spawn(async move {
+            blob_gc::collect_unreferenced(&collector_app.db, collector_app.blobs.as_ref(), Duration::ZERO, false).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!collection.is_finished(), "the collection must wait for the writer's turn");
+        sqlx::query("INSERT INTO chain_blobs (digest) VALUES ($1)")
+            .bind(blob.to_hex())
+            .execute(&mut *writer)
+            .await
+            .unwrap();
+        writer.commit().await.unwrap();
+
+        let report = collection.await.unwrap().expect("a collection");
+        assert_eq!((report.collected, report.referenced), (0, 1), "{report:?}");
+        assert!(is_stored(&app, &blob).await, "a blob named while the collection waited stays");
+    }
+}
+
+/// PostgreSQL runs writers side by side, so the fence must not queue them: every upload's
+/// final transaction takes a turn and holds it while it asks storage about its blobs. (SQLite
+/// runs one writing transaction at a time whatever the fence does.)
+#[tokio::test]
+async fn writers_share_the_fence_on_postgres() {
+    let Some(app) = start(Stack::Scaled).await else {
+        return;
+    };
+    let first_blob = store_orphan(&app, "first writer's").await;
+    let second_blob = store_orphan(&app, "second writer's").await;
+    let mut first = app.app.db.pool.begin().await.unwrap();
+    blob_gc::confirm_stored(
+        &mut first,
+        app.app.db.engine,
+        app.app.blobs.as_ref(),
+        [&first_blob],
+    )
+    .await
+    .unwrap();
+
+    let mut second = app.app.db.pool.begin().await.unwrap();
+    let confirmed = tokio::time::timeout(
+        Duration::from_secs(5),
+        blob_gc::confirm_stored(
+            &mut second,
+            app.app.db.engine,
+            app.app.blobs.as_ref(),
+            [&second_blob],
+        ),
+    )
+    .await
+    .expect("a writer must not wait for another writer's turn");
+    confirmed.unwrap();
+    second.commit().await.unwrap();
+    first.commit().await.unwrap();
 }

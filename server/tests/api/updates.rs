@@ -432,7 +432,7 @@ both_stacks! {
                         .await
                         .unwrap();
                 let mut tx = db.pool.begin().await.unwrap();
-                blob_gc::confirm_stored(&mut tx, blobs.as_ref(), []).await.unwrap();
+                blob_gc::confirm_stored(&mut tx, db.engine, blobs.as_ref(), []).await.unwrap();
                 let record = SignerRecord { fingerprint: &twin, serial_hex: &serial, subject: &subject, issuer: &issuer, not_before, not_after };
                 let recorded = record_signer(&mut tx, db.engine, publisher_id, record, 0).await;
                 (tx, recorded)
