@@ -26,6 +26,7 @@ pub mod rules;
 pub mod static_pe;
 pub mod static_wasm;
 pub mod strings;
+pub mod syscall_filter;
 pub mod yara_rules;
 
 use std::io;

@@ -199,3 +199,85 @@ fn cancelling_kills_the_child() {
         AnalysisOutcome::Cancelled
     ));
 }
+
+/// Runs the clean package with an `escape-*` hook under the worker's limits; the attempt must
+/// not stop the analysis, and the child must say the kernel refused it.
+#[cfg(target_os = "linux")]
+fn analyze_with_escape(hook: &str, attempts: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let package = clean_package(dir.path());
+    let (outcome, run) = run(analyze(&package, Some(hook), true), &LIMITS);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(
+        matches!(outcome, AnalysisOutcome::Report(_)),
+        "{outcome:?}: {stderr}"
+    );
+    for attempt in attempts {
+        assert!(
+            stderr.contains(&format!(
+                "escape {attempt}: refused: Operation not permitted"
+            )),
+            "{attempt}: {stderr}"
+        );
+    }
+    stderr
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_analysis_child_cannot_reach_the_network() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    analyze_with_escape(&format!("escape-connect={port}"), &["connect"]);
+    let accepted = listener.accept();
+    assert!(
+        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the child connected: {accepted:?}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_analysis_child_cannot_start_a_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("escaped");
+    analyze_with_escape(&format!("escape-spawn={}", marker.display()), &["spawn"]);
+    assert!(
+        !marker.exists(),
+        "a program started by the child wrote its marker"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_analysis_child_cannot_change_the_accounts_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "the store's data").unwrap();
+    analyze_with_escape(
+        &format!("escape-write={}", precious.display()),
+        &["truncate", "append", "rename", "delete", "create"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "the store's data"
+    );
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["precious.txt"], "nothing created or renamed");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_analysis_child_cannot_signal_other_processes() {
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    analyze_with_escape(&format!("escape-kill={}", bystander.id()), &["kill"]);
+    let still_running = bystander.try_wait().unwrap().is_none();
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+    assert!(still_running, "the child killed another process");
+}

@@ -10,20 +10,26 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::dynamic_wasm::analyze_wasm_dynamic;
 use crate::isolation::{EXIT_ANALYSIS_ERROR, TEST_HOOKS_ENV};
 use crate::limits::ScanLimits;
 use crate::rules;
+use crate::syscall_filter::{self, Confinement};
 use crate::{FindingCollector, RuleSet, ScanReport, scan_package_static_with_rules};
 use plugstore_format::limits::PackageLimits;
 use plugstore_format::manifest::PluginKind;
 use plugstore_format::package::read_package;
 
 /// Misbehaviour on purpose, to test the isolation. Only with `PLUGSTORE_SCANNER_TEST_HOOKS=1`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// The `escape-*` hooks act as code a package got running inside the analyser would: each
+/// tries one thing the [system-call filter](crate::syscall_filter) forbids, says on standard
+/// error what happened, and then lets the analysis go on. Tests check the effect (a file
+/// intact, no connection, a process alive), not what the child says.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TestHook {
     /// Spin on the CPU forever.
     BurnCpu,
@@ -33,7 +39,19 @@ pub enum TestHook {
     SleepMs(u64),
     /// Panic.
     Panic,
+    /// Connect to this TCP port on 127.0.0.1.
+    EscapeConnect(u16),
+    /// Start `/bin/sh -c 'echo escaped > PATH'`.
+    EscapeSpawn(PathBuf),
+    /// Change the existing file at PATH: truncate it, write to it, rename it, delete it, and
+    /// create a file beside it.
+    EscapeWrite(PathBuf),
+    /// Send `SIGKILL` to this process id.
+    EscapeKill(u32),
 }
+
+const HOOK_NAMES: &str = "burn-cpu, allocate-gib=N, sleep-ms=N, panic, escape-connect=PORT, \
+                          escape-spawn=PATH, escape-write=PATH, escape-kill=PID";
 
 impl std::str::FromStr for TestHook {
     type Err = String;
@@ -45,14 +63,30 @@ impl std::str::FromStr for TestHook {
                 .parse::<u64>()
                 .map_err(|_| format!("test hook {name} needs a number: {name}=N"))
         };
+        let small_number = || {
+            number().and_then(|n| {
+                u32::try_from(n).map_err(|_| format!("test hook {name}: {n} is too large"))
+            })
+        };
+        let path = || {
+            (!value.is_empty())
+                .then(|| PathBuf::from(value))
+                .ok_or_else(|| format!("test hook {name} needs a path: {name}=PATH"))
+        };
         match name {
             "burn-cpu" => Ok(Self::BurnCpu),
             "allocate-gib" => number().map(Self::AllocateGib),
             "sleep-ms" => number().map(Self::SleepMs),
             "panic" => Ok(Self::Panic),
-            _ => Err(format!(
-                "unknown test hook {name:?} (burn-cpu, allocate-gib=N, sleep-ms=N, panic)"
-            )),
+            "escape-connect" => small_number().and_then(|n| {
+                u16::try_from(n)
+                    .map(Self::EscapeConnect)
+                    .map_err(|_| format!("test hook {name}: {n} is not a port"))
+            }),
+            "escape-spawn" => path().map(Self::EscapeSpawn),
+            "escape-write" => path().map(Self::EscapeWrite),
+            "escape-kill" => small_number().map(Self::EscapeKill),
+            _ => Err(format!("unknown test hook {name:?} ({HOOK_NAMES})")),
         }
     }
 }
@@ -64,6 +98,10 @@ impl std::fmt::Display for TestHook {
             Self::AllocateGib(gib) => write!(f, "allocate-gib={gib}"),
             Self::SleepMs(ms) => write!(f, "sleep-ms={ms}"),
             Self::Panic => f.write_str("panic"),
+            Self::EscapeConnect(port) => write!(f, "escape-connect={port}"),
+            Self::EscapeSpawn(path) => write!(f, "escape-spawn={}", path.display()),
+            Self::EscapeWrite(path) => write!(f, "escape-write={}", path.display()),
+            Self::EscapeKill(pid) => write!(f, "escape-kill={pid}"),
         }
     }
 }
@@ -75,20 +113,40 @@ pub fn test_hooks_enabled() -> bool {
 
 /// Runs the analysis child; returns the process exit status.
 /// `rules_dir` is the operator's YARA rule directory, applied with the default rules.
+///
+/// Everything the child reads from disk (the rules, the package) is read first; then the
+/// [system-call filter](crate::syscall_filter) goes on, before any untrusted byte is parsed.
 pub fn run(
     package: &Path,
     hook: Option<TestHook>,
     rules_dir: Option<&Path>,
     limits: &ScanLimits,
 ) -> i32 {
-    if let Some(hook) = hook {
-        if !test_hooks_enabled() {
-            eprintln!("error: test hooks are disabled (they need {TEST_HOOKS_ENV}=1)");
+    if hook.is_some() && !test_hooks_enabled() {
+        eprintln!("error: test hooks are disabled (they need {TEST_HOOKS_ENV}=1)");
+        return EXIT_ANALYSIS_ERROR;
+    }
+    let inputs = match Inputs::read(package, rules_dir) {
+        Ok(inputs) => inputs,
+        Err(error) => {
+            eprintln!("error: {error:#}");
             return EXIT_ANALYSIS_ERROR;
         }
+    };
+    match syscall_filter::forbid_escapes() {
+        Ok(Confinement::Filtered) => {}
+        // The worker's resource limits still apply; the operator guide names the platforms.
+        Ok(Confinement::Unavailable(_)) => {}
+        Err(error) => {
+            // Analysing unconfined is not an option: the worker retries, and its log says why.
+            eprintln!("error: {error}");
+            return EXIT_ANALYSIS_ERROR;
+        }
+    }
+    if let Some(hook) = hook {
         run_hook(hook);
     }
-    match analyze(package, rules_dir, limits) {
+    match analyze(&inputs, limits) {
         Ok(report) => {
             let mut stdout = io::stdout().lock();
             let written = serde_json::to_writer(&mut stdout, &report)
@@ -130,36 +188,112 @@ fn run_hook(hook: TestHook) {
         }
         TestHook::SleepMs(ms) => std::thread::sleep(Duration::from_millis(ms)),
         TestHook::Panic => panic!("test hook: panic"),
+        TestHook::EscapeConnect(port) => {
+            say(
+                "connect",
+                std::net::TcpStream::connect(("127.0.0.1", port)).map(drop),
+            );
+        }
+        TestHook::EscapeSpawn(path) => {
+            let spawned = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg("echo escaped > \"$0\"")
+                .arg(&path)
+                .status()
+                .map(drop);
+            say("spawn", spawned);
+        }
+        TestHook::EscapeWrite(path) => {
+            let open = |options: &mut std::fs::OpenOptions| options.open(&path).map(drop);
+            say("truncate", open(File::options().write(true).truncate(true)));
+            say("append", open(File::options().append(true)));
+            say(
+                "rename",
+                std::fs::rename(&path, path.with_extension("moved")),
+            );
+            say("delete", std::fs::remove_file(&path));
+            say(
+                "create",
+                File::create_new(path.with_extension("new")).map(drop),
+            );
+        }
+        TestHook::EscapeKill(pid) => {
+            let pid = libc_pid(pid);
+            say("kill", pid.and_then(send_sigkill));
+        }
     }
 }
 
-fn analyze(
-    package: &Path,
-    rules_dir: Option<&Path>,
-    limits: &ScanLimits,
-) -> anyhow::Result<ScanReport> {
+/// What an escape hook's attempt came to, on standard error.
+fn say(attempt: &str, outcome: io::Result<()>) {
+    match outcome {
+        Ok(()) => eprintln!("escape {attempt}: succeeded"),
+        Err(error) => eprintln!("escape {attempt}: refused: {error}"),
+    }
+}
+
+fn libc_pid(pid: u32) -> io::Result<i32> {
+    i32::try_from(pid).map_err(|_| io::Error::other(format!("{pid} is not a process id")))
+}
+
+#[cfg(unix)]
+fn send_sigkill(pid: i32) -> io::Result<()> {
+    // SAFETY: kill takes two integers.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn send_sigkill(_pid: i32) -> io::Result<()> {
+    Err(io::Error::other("signals are Unix only"))
+}
+
+/// What the child reads from disk, read before the filter goes on.
+struct Inputs {
+    /// The operator's rules compiled with the defaults; `None` for the defaults alone.
+    operator_rules: Option<RuleSet>,
+    /// The package file, unparsed.
+    package: Vec<u8>,
+}
+
+impl Inputs {
+    fn read(package: &Path, rules_dir: Option<&Path>) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let operator_rules = rules_dir.map(RuleSet::with_directory).transpose()?;
+        let mut bytes = Vec::new();
+        File::open(package)
+            .and_then(|mut file| file.read_to_end(&mut bytes))
+            .with_context(|| format!("reading {}", package.display()))?;
+        Ok(Self {
+            operator_rules,
+            package: bytes,
+        })
+    }
+}
+
+fn analyze(inputs: &Inputs, limits: &ScanLimits) -> anyhow::Result<ScanReport> {
     use anyhow::Context as _;
-    let operator_rules = rules_dir.map(RuleSet::with_directory).transpose()?;
-    let yara = operator_rules
+    let yara = inputs
+        .operator_rules
         .as_ref()
         .unwrap_or_else(|| RuleSet::shared_default());
-    let mut bytes = Vec::new();
-    File::open(package)
-        .and_then(|mut file| file.read_to_end(&mut bytes))
-        .with_context(|| format!("reading {}", package.display()))?;
+    let bytes = &inputs.package;
     let contents = read_package(&bytes[..], &PackageLimits::default())
         .context("the package does not pass the package format checks")?;
-    let files = file_index(&bytes)?;
+    let files = file_index(bytes)?;
     let mut report = scan_package_static_with_rules(
         &contents,
-        |path| indexed_file(&bytes, &files, path),
+        |path| indexed_file(bytes, &files, path),
         &limits.static_limits,
         yara,
     )?;
     let manifest = &contents.manifest;
     if manifest.kind() == PluginKind::Wasm && should_run_dynamic(&report) {
         let entry = manifest.entry();
-        let module = indexed_file(&bytes, &files, entry)?;
+        let module = indexed_file(bytes, &files, entry)?;
         let dynamic =
             analyze_wasm_dynamic(&module, manifest.capabilities(), &limits.dynamic_limits);
         let mut findings = FindingCollector::new();
