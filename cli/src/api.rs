@@ -556,16 +556,19 @@ impl RegistryClient {
         .await
     }
 
-    /// `GET /api/v1/publishers/{publisher}/certificates` (public).
-    pub async fn list_certificates(
+    /// `GET /api/v1/publishers/{publisher}/certificates?revoked=true` (public), every page:
+    /// the store's revocations of the publisher's certificates.
+    pub async fn revoked_certificates(
         &self,
         publisher: &str,
     ) -> Result<Vec<CertificateView>, ApiError> {
-        self.call(self.request(
-            Method::GET,
-            &format!("/api/v1/publishers/{}/certificates", segment(publisher)),
+        self.list(
+            &format!(
+                "/api/v1/publishers/{}/certificates?revoked=true",
+                segment(publisher)
+            ),
             None,
-        ))
+        )
         .await
     }
 

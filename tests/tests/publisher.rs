@@ -229,6 +229,46 @@ fn publisher_flow_from_registration_to_verified_download() {
         .failed()
         .to_owned();
     assert!(too_much.contains("101 is not in 0..=100"), "{too_much}");
+
+    // Once the owner revokes the certificate, verifying against the store refuses the
+    // signature; the offline check with `--ca` alone cannot know.
+    let token = alice
+        .run(&[
+            "--json",
+            "token",
+            "create",
+            "security",
+            "--scope",
+            "manage-publisher",
+            "--publisher",
+            "acme",
+        ])
+        .json();
+    let revoked = store
+        .http()
+        .post(format!(
+            "{}/api/v1/publishers/acme/certificates/{}/revoke",
+            store.url,
+            certificate["fingerprint"].as_str().unwrap()
+        ))
+        .bearer_auth(token["secret"].as_str().unwrap())
+        .json(&serde_json::json!({"reason": "laptop stolen"}))
+        .send()
+        .unwrap();
+    assert_eq!(revoked.status(), 200, "{:?}", revoked.text());
+    let refused = alice
+        .run(&[
+            "verify",
+            "hello.tar",
+            "--signature",
+            "hello.tar.sig.json",
+            "--publisher-ca-from",
+            &store.url,
+        ])
+        .failed()
+        .to_owned();
+    assert!(refused.contains("revoked"), "{refused}");
+    alice.run(&verify).ok();
 }
 
 #[test]

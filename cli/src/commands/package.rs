@@ -372,7 +372,7 @@ pub async fn verify(globals: &Globals, request: VerifyRequest<'_>) -> anyhow::Re
         add_anchors(&mut anchors, &mut publisher_uri_anchors, pem.as_bytes())
             .with_context(|| format!("the CA certificate of {}", registry.base()))?;
         // The store's revocations of this publisher's certificates.
-        for certificate in registry.list_certificates(payload.publisher()).await? {
+        for certificate in registry.revoked_certificates(payload.publisher()).await? {
             if certificate.revoked_at.is_some()
                 && let Ok(fingerprint) = certificate.fingerprint.parse()
             {

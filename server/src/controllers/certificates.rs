@@ -1,14 +1,14 @@
 //! The store's CA and publishers' code-signing certificates: issue from a CSR, list, revoke.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{PublisherPath, audit, rfc3339};
+use super::{Page, PageQuery, PublisherPath, audit, rfc3339};
 use crate::app::AppState;
 use crate::auth::{Caller, MemberRole, Scope};
 use crate::ca::CaError;
@@ -28,6 +28,9 @@ pub struct CertificateRequest {
 /// A code-signing certificate known to the store.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CertificateView {
+    /// Row id (ordering key of lists).
+    #[serde(skip)]
+    pub row_id: i64,
     /// SHA-256 of the DER, hex: how certificates are named.
     pub fingerprint: String,
     /// Serial number, hex.
@@ -78,10 +81,11 @@ pub struct CertificatePath {
     pub fingerprint: String,
 }
 
-const COLUMNS: &str = "fingerprint, serial, subject, issuer, origin, not_before, not_after, revoked_at, revoked_reason";
+const COLUMNS: &str = "id, fingerprint, serial, subject, issuer, origin, not_before, not_after, revoked_at, revoked_reason";
 
 fn certificate_view(row: &sqlx::any::AnyRow) -> Result<CertificateView, sqlx::Error> {
     Ok(CertificateView {
+        row_id: row.try_get("id")?,
         fingerprint: row.try_get("fingerprint")?,
         serial: row.try_get("serial")?,
         subject: row.try_get("subject")?,
@@ -143,9 +147,9 @@ pub async fn issue_certificate(
         })?;
     let issuer = ca_subject(&app);
     let mut tx = app.db.pool.begin().await?;
-    sqlx::query(
+    let row_id: i64 = sqlx::query_scalar(
         "INSERT INTO certificates (publisher_id, fingerprint, serial, subject, issuer, not_before, not_after, origin, issued_to, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'store-ca', $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'store-ca', $8, $9) RETURNING id",
     )
     .bind(publisher.id)
     .bind(&issued.fingerprint_hex)
@@ -156,7 +160,7 @@ pub async fn issue_certificate(
     .bind(issued.not_after)
     .bind(me.user_id)
     .bind(db::now())
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     audit(
         &mut tx,
@@ -172,6 +176,7 @@ pub async fn issue_certificate(
         StatusCode::CREATED,
         Json(IssuedCertificateView {
             certificate: CertificateView {
+                row_id,
                 fingerprint: issued.fingerprint_hex,
                 serial: issued.serial_hex,
                 subject: issued.subject,
@@ -195,18 +200,46 @@ fn ca_subject(app: &AppState) -> String {
         .unwrap_or_default()
 }
 
-/// Certificates of a publisher, newest first. Public, like a transparency log.
-#[utoipa::path(get, path = "/api/v1/publishers/{publisher}/certificates", tag = "certificates", params(PublisherPath),
-    responses((status = 200, body = Vec<CertificateView>), (status = 404, body = Problem)))]
+/// `?revoked=…&cursor=…&limit=…` of the certificate list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CertificateListQuery {
+    /// Only revoked certificates (`true`) or only unrevoked ones (`false`); both when absent.
+    /// A verifier that wants the store's revocations asks for `true`.
+    pub revoked: Option<bool>,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Items per page (1–100, default 20).
+    pub limit: Option<u32>,
+}
+
+/// Certificates of a publisher, in the order the store recorded them (issued here, or first
+/// used for an upload). Public, like a transparency log.
+#[utoipa::path(get, path = "/api/v1/publishers/{publisher}/certificates", tag = "certificates", params(PublisherPath, CertificateListQuery),
+    responses((status = 200, body = CertificatePage), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn list_certificates(
     State(app): State<AppState>,
     _caller: Caller,
     Path(path): Path<PublisherPath>,
-) -> ApiResult<Json<Vec<CertificateView>>> {
+    Query(query): Query<CertificateListQuery>,
+) -> ApiResult<Json<Page<CertificateView>>> {
+    let page = PageQuery {
+        cursor: query.cursor,
+        limit: query.limit,
+    }
+    .parse()?;
+    // -1 for either, else 1 or 0 against whether `revoked_at` is set.
+    let revoked = query.revoked.map_or(-1, i64::from);
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM certificates c JOIN publishers p ON p.id = c.publisher_id WHERE p.name = $1 ORDER BY c.id DESC"
+        "SELECT {COLUMNS} FROM certificates \
+         WHERE publisher_id = (SELECT id FROM publishers WHERE name = $1) AND id > $2 \
+           AND ($3 = -1 OR (CASE WHEN revoked_at IS NULL THEN 0 ELSE 1 END) = $3) \
+         ORDER BY id LIMIT $4"
     ))
     .bind(&path.publisher)
+    .bind(page.after)
+    .bind(revoked)
+    .bind(page.fetch_limit())
     .fetch_all(&app.db.pool)
     .await?;
     if rows.is_empty() && !publisher_exists(&app, &path.publisher).await? {
@@ -215,12 +248,14 @@ pub async fn list_certificates(
             path.publisher
         )));
     }
-    Ok(Json(
-        rows.iter()
-            .map(certificate_view)
-            .collect::<Result<Vec<_>, _>>()?,
-    ))
+    let views = rows
+        .iter()
+        .map(certificate_view)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(page.finish(views, |c| c.row_id)))
 }
+
+page_schema!(CertificatePage, CertificateView);
 
 async fn publisher_exists(app: &AppState, name: &str) -> ApiResult<bool> {
     Ok(

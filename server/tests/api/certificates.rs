@@ -83,8 +83,8 @@ both_stacks! {
         assert!(body["chain_pem"].as_str().unwrap().ends_with(&ca_pem));
 
         let listed = app.get("/api/v1/publishers/acme/certificates", None).await.json();
-        assert_eq!(listed[0]["fingerprint"], body["fingerprint"]);
-        assert_eq!(listed[0]["origin"], "store-ca");
+        assert_eq!(listed["items"][0]["fingerprint"], body["fingerprint"]);
+        assert_eq!(listed["items"][0]["origin"], "store-ca");
 
         // Only owners revoke; revocation is recorded with its reason.
         let path = format!("/api/v1/publishers/acme/certificates/{}/revoke", body["fingerprint"].as_str().unwrap());
@@ -94,6 +94,48 @@ both_stacks! {
         assert_eq!(revoked.json()["revoked_reason"], "laptop stolen");
         let audit: Vec<(String, Option<String>)> = sqlx::query_as("SELECT action, reason FROM audit_log ORDER BY id").fetch_all(&app.app.db.pool).await.unwrap();
         assert_eq!(audit, vec![("publisher.create".into(), None), ("member.set".into(), Some("maintainer: maintainer".into())), ("certificate.issue".into(), None), ("certificate.revoke".into(), Some("laptop stolen".into()))]);
+    }
+
+    async fn certificates_are_listed_in_pages_and_by_revocation(app) {
+        let owner = app.signup("owner").await;
+        app.publisher(&owner, "acme").await;
+        let csr = openssl_csr(app.dir.path(), "ci-runner", "ec:prime256v1");
+        let mut issued = Vec::new();
+        for _ in 0..5 {
+            let certificate = app.post("/api/v1/publishers/acme/certificates", Some(&owner.access), json!({"csr": csr})).await.json();
+            issued.push(certificate["fingerprint"].as_str().unwrap().to_owned());
+        }
+        for fingerprint in [&issued[1], &issued[3]] {
+            let revoked = app.post(&format!("/api/v1/publishers/acme/certificates/{fingerprint}/revoke"), Some(&owner.access), json!({"reason": "rotated"})).await;
+            assert_eq!(revoked.status, StatusCode::OK);
+        }
+        let list = |query: &'static str| {
+            let app = &app;
+            async move {
+                let mut fingerprints = Vec::new();
+                let mut cursor = String::new();
+                loop {
+                    let page = app.get(&format!("/api/v1/publishers/acme/certificates?limit=2{query}{cursor}"), None).await;
+                    assert_eq!(page.status, StatusCode::OK, "{}", String::from_utf8_lossy(&page.body));
+                    let page = page.json();
+                    let items = page["items"].as_array().unwrap();
+                    assert!(items.len() <= 2, "{page}");
+                    fingerprints.extend(items.iter().map(|c| c["fingerprint"].as_str().unwrap().to_owned()));
+                    match page["next_cursor"].as_str() {
+                        Some(next) => cursor = format!("&cursor={next}"),
+                        None => return fingerprints,
+                    }
+                }
+            }
+        };
+        assert_eq!(list("").await, issued, "every certificate, in the order they were recorded");
+        assert_eq!(list("&revoked=true").await, [issued[1].clone(), issued[3].clone()]);
+        assert_eq!(list("&revoked=false").await, [issued[0].clone(), issued[2].clone(), issued[4].clone()]);
+
+        let bad_cursor = app.get("/api/v1/publishers/acme/certificates?cursor=nonsense", None).await;
+        assert_eq!(bad_cursor.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let unknown = app.get("/api/v1/publishers/nobody/certificates?revoked=true", None).await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     }
 
     async fn weak_or_malformed_requests_are_refused(app) {

@@ -758,7 +758,7 @@ mod third_party_ca {
             .get("/api/v1/publishers/acme/certificates", None)
             .await
             .json();
-        assert_eq!(listed[0]["origin"], "external");
+        assert_eq!(listed["items"][0]["origin"], "external");
     }
 }
 

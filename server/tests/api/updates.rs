@@ -391,7 +391,7 @@ both_stacks! {
         assert_eq!(download.status, StatusCode::NOT_FOUND, "the metadata and /blobs agree");
         assert_eq!(download.json()["code"], "blocked");
         let listed = app.get("/api/v1/publishers/acme/certificates", None).await.json();
-        assert!(listed.as_array().unwrap().iter().all(|certificate| certificate["revoked_at"].is_string()), "{listed}");
+        assert!(listed["items"].as_array().unwrap().iter().all(|certificate| certificate["revoked_at"].is_string()), "{listed}");
 
         // ... and neither encoding signs anything new, including the twin of a certificate
         // whose twin the store has never seen.
