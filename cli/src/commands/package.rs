@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use plugstore_format::certs::{
     CertError, CertFingerprint, PUBLISHER_URI_PREFIX, SignerPolicy, TrustAnchors, UnixTime,
+    fingerprint, issuer_serial,
 };
 use plugstore_format::digest::PackageDigest;
 use plugstore_format::limits::PackageLimits;
@@ -24,7 +25,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use serde::Serialize;
 
-use crate::api::RegistryClient;
+use crate::api::{CertificateView, RegistryClient};
 use crate::commands::keys::load_key;
 use crate::config::{ConfigDir, FileMode, normalize_registry, set_mode, write_atomically};
 use crate::context::{Globals, rfc3339};
@@ -372,13 +373,8 @@ pub async fn verify(globals: &Globals, request: VerifyRequest<'_>) -> anyhow::Re
         add_anchors(&mut anchors, &mut publisher_uri_anchors, pem.as_bytes())
             .with_context(|| format!("the CA certificate of {}", registry.base()))?;
         // The store's revocations of this publisher's certificates.
-        for certificate in registry.revoked_certificates(payload.publisher()).await? {
-            if certificate.revoked_at.is_some()
-                && let Ok(fingerprint) = certificate.fingerprint.parse()
-            {
-                revoked.insert(fingerprint);
-            }
-        }
+        let listed = registry.revoked_certificates(payload.publisher()).await?;
+        revoked.extend(revoked_in_chain(&envelope.certificate_chain, &listed));
     }
     let policy = SignerPolicy {
         publisher_uri_anchors: Some(publisher_uri_anchors),
@@ -474,5 +470,110 @@ fn verify_hint(error: &SignatureError) -> String {
             "the store revoked the signer's certificate: do not install this package".into()
         }
         _ => "the signature or its certificate chain is not acceptable; see the message".into(),
+    }
+}
+
+/// The fingerprints to treat as revoked when verifying `chain` against the store's list of
+/// revoked certificates: every listed one, and every certificate of the chain that has a
+/// listed certificate's issuer and serial. An ECDSA signature re-encoded as (r, n − s) makes
+/// another, equally valid encoding of a certificate with another fingerprint, which the
+/// store may never have seen; the store revokes the issuer and serial, as a CRL does, and so
+/// does this check.
+fn revoked_in_chain(chain: &[Vec<u8>], listed: &[CertificateView]) -> HashSet<CertFingerprint> {
+    let identities: HashSet<(&str, &str)> = listed
+        .iter()
+        .filter(|certificate| certificate.revoked_at.is_some())
+        .map(|certificate| (certificate.serial.as_str(), certificate.issuer.as_str()))
+        .collect();
+    let listed_fingerprints = listed
+        .iter()
+        .filter(|certificate| certificate.revoked_at.is_some())
+        .filter_map(|certificate| certificate.fingerprint.parse().ok());
+    let same_identity = chain
+        .iter()
+        .filter(|der| {
+            issuer_serial(der).is_some_and(|identity| {
+                identities.contains(&(identity.serial_hex.as_str(), identity.issuer.as_str()))
+            })
+        })
+        .map(|der| fingerprint(der));
+    listed_fingerprints.chain(same_identity).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate made by the `openssl` CLI, DER.
+    fn openssl_certificate(name: &str) -> Vec<u8> {
+        let dir = std::env::temp_dir().join(format!(
+            "plugstore-cli-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("cert.der");
+        let status = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args([
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-outform",
+                "DER",
+            ])
+            .arg("-subj")
+            .arg(format!("/O=plugstore test/CN={name}"))
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(&out)
+            .output()
+            .expect("openssl");
+        assert!(status.status.success(), "{status:?}");
+        let der = std::fs::read(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        der
+    }
+
+    fn listed(fingerprint: &str, der: &[u8], revoked: bool) -> CertificateView {
+        let identity = issuer_serial(der).unwrap();
+        CertificateView {
+            fingerprint: fingerprint.to_owned(),
+            serial: identity.serial_hex,
+            subject: identity.issuer.clone(),
+            issuer: identity.issuer,
+            origin: "external".into(),
+            not_before: String::new(),
+            not_after: String::new(),
+            revoked_at: revoked.then(|| "2026-12-03T00:00:00Z".to_owned()),
+            revoked_reason: None,
+        }
+    }
+
+    #[test]
+    fn another_encoding_of_a_revoked_certificate_counts_as_revoked() {
+        let leaf = openssl_certificate("leaf");
+        let other = openssl_certificate("other");
+        // The store has only ever seen another encoding: its fingerprint differs, its issuer
+        // and serial are the leaf's.
+        let twin_fingerprint = hex::encode([7u8; 32]);
+        let revoked = revoked_in_chain(
+            std::slice::from_ref(&leaf),
+            &[listed(&twin_fingerprint, &leaf, true)],
+        );
+        assert!(revoked.contains(&fingerprint(&leaf)), "{revoked:?}");
+        assert!(revoked.contains(&twin_fingerprint.parse().unwrap()));
+
+        // Another certificate's revocation, or an unrevoked row, does not touch the leaf.
+        let unrelated = revoked_in_chain(
+            std::slice::from_ref(&leaf),
+            &[
+                listed(&twin_fingerprint, &other, true),
+                listed(&hex::encode(fingerprint(&leaf).as_bytes()), &leaf, false),
+            ],
+        );
+        assert!(!unrelated.contains(&fingerprint(&leaf)), "{unrelated:?}");
     }
 }
