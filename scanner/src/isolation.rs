@@ -11,8 +11,10 @@
 //! The platform-specific part is two functions, `confine` and `wait`:
 //! - **Unix**: `setrlimit` for CPU time (`RLIMIT_CPU`), address space (`RLIMIT_AS`), file
 //!   size (`RLIMIT_FSIZE`, 0: the child writes no files), open files (`RLIMIT_NOFILE`) and
-//!   core dumps (`RLIMIT_CORE`, 0); on Linux the child also gets `SIGKILL` when the worker
-//!   dies (`PR_SET_PDEATHSIG`), so a killed worker leaves no analysis running. The child is
+//!   core dumps (`RLIMIT_CORE`, 0); a session of its own (`setsid`: no controlling
+//!   terminal); on Linux the child also gets `SIGKILL` when the worker dies
+//!   (`PR_SET_PDEATHSIG`), so a killed worker leaves no analysis running. The child itself
+//!   then confines itself further ([`crate::confinement`]: Landlock and seccomp). The child is
 //!   reaped with `wait4`, which reports its peak resident size and CPU time.
 //! - **Windows**: for now only the wall-clock deadline; no memory or CPU limit and no usage
 //!   figures. Job Objects will provide the limits later.
@@ -327,6 +329,12 @@ mod platform {
             set_limit!(libc::RLIMIT_FSIZE, 0, 0);
             set_limit!(libc::RLIMIT_NOFILE, MAX_OPEN_FILES, MAX_OPEN_FILES);
             set_limit!(libc::RLIMIT_CORE, 0, 0);
+            // A session of its own: no controlling terminal to type into, and a Ctrl-C at the
+            // worker's terminal reaches the worker, which finishes or cancels the job itself.
+            // SAFETY: setsid takes nothing; async-signal-safe.
+            if unsafe { libc::setsid() } == -1 {
+                return Err(io::Error::last_os_error());
+            }
             // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number; async-signal-safe.
             #[cfg(target_os = "linux")]
             if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
@@ -335,7 +343,7 @@ mod platform {
             Ok(())
         };
         // SAFETY: `setup` runs between fork and exec and only calls async-signal-safe
-        // functions (setrlimit, prctl); it allocates nothing.
+        // functions (setrlimit, setsid, prctl); it allocates nothing.
         unsafe {
             command.pre_exec(setup);
         }

@@ -17,6 +17,7 @@
 //!   file of a package.
 
 pub mod cli;
+pub mod confinement;
 pub mod dynamic_wasm;
 pub mod entropy;
 pub mod findings;
@@ -26,7 +27,6 @@ pub mod rules;
 pub mod static_pe;
 pub mod static_wasm;
 pub mod strings;
-pub mod syscall_filter;
 pub mod yara_rules;
 
 use std::io;

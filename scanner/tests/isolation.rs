@@ -201,9 +201,15 @@ fn cancelling_kills_the_child() {
 }
 
 /// Runs the clean package with an `escape-*` hook under the worker's limits; the attempt must
-/// not stop the analysis, and the child must say the kernel refused it.
+/// not stop the analysis, and the child must say the system-call filter refused it (`EPERM`).
 #[cfg(target_os = "linux")]
 fn analyze_with_escape(hook: &str, attempts: &[&str]) -> String {
+    analyze_with_escape_refused_as(hook, attempts, "Operation not permitted")
+}
+
+/// As [`analyze_with_escape`], refused with `error` (the text of an `io::Error`).
+#[cfg(target_os = "linux")]
+fn analyze_with_escape_refused_as(hook: &str, attempts: &[&str], error: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let package = clean_package(dir.path());
     let (outcome, run) = run(analyze(&package, Some(hook), true), &LIMITS);
@@ -214,9 +220,7 @@ fn analyze_with_escape(hook: &str, attempts: &[&str]) -> String {
     );
     for attempt in attempts {
         assert!(
-            stderr.contains(&format!(
-                "escape {attempt}: refused: Operation not permitted"
-            )),
+            stderr.contains(&format!("escape {attempt}: refused: {error}")),
             "{attempt}: {stderr}"
         );
     }
@@ -280,4 +284,75 @@ fn the_analysis_child_cannot_signal_other_processes() {
     bystander.kill().unwrap();
     bystander.wait().unwrap();
     assert!(still_running, "the child killed another process");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_analysis_child_cannot_have_the_kernel_signal_other_processes() {
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    analyze_with_escape(&format!("escape-sigio={}", bystander.id()), &["sigio"]);
+    // SIGIO would have ended it; give the kernel's delivery a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    let still_running = bystander.try_wait().unwrap().is_none();
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+    assert!(
+        still_running,
+        "the child had the kernel signal another process"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_analysis_child_cannot_change_another_processs_limits() {
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    let cpu_limit = || {
+        std::fs::read_to_string(format!("/proc/{}/limits", bystander.id()))
+            .unwrap()
+            .lines()
+            .find(|line| line.starts_with("Max cpu time"))
+            .unwrap()
+            .to_owned()
+    };
+    let before = cpu_limit();
+    analyze_with_escape(&format!("escape-prlimit={}", bystander.id()), &["prlimit"]);
+    let after = cpu_limit();
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+    assert_eq!(
+        after, before,
+        "the child changed another process's CPU limit"
+    );
+}
+
+/// The child reads nothing after it confines itself: not the account's files, not another
+/// process's environment (where a worker's token or a store's database password may be).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_analysis_child_cannot_read_the_accounts_files() {
+    const SECRET: &str = "hunter2-the-store-signing-key";
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret.key");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let stderr = analyze_with_escape_refused_as(
+        &format!("escape-read={}", secret_file.display()),
+        &["read"],
+        "Permission denied",
+    );
+    assert!(!stderr.contains(SECRET), "{stderr}");
+
+    let mut bystander = Command::new("sleep")
+        .arg("60")
+        .env("PLUGSTORE_WORKER_TOKEN", SECRET)
+        .spawn()
+        .unwrap();
+    let environ = format!("/proc/{}/environ", bystander.id());
+    let stderr = analyze_with_escape_refused_as(
+        &format!("escape-read={environ}"),
+        &["read"],
+        "Permission denied",
+    );
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+    assert!(!stderr.contains(SECRET), "{stderr}");
 }

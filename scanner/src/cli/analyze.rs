@@ -13,11 +13,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::confinement;
 use crate::dynamic_wasm::analyze_wasm_dynamic;
 use crate::isolation::{EXIT_ANALYSIS_ERROR, TEST_HOOKS_ENV};
 use crate::limits::ScanLimits;
 use crate::rules;
-use crate::syscall_filter::{self, Confinement};
 use crate::{FindingCollector, RuleSet, ScanReport, scan_package_static_with_rules};
 use plugstore_format::limits::PackageLimits;
 use plugstore_format::manifest::PluginKind;
@@ -26,7 +26,7 @@ use plugstore_format::package::read_package;
 /// Misbehaviour on purpose, to test the isolation. Only with `PLUGSTORE_SCANNER_TEST_HOOKS=1`.
 ///
 /// The `escape-*` hooks act as code a package got running inside the analyser would: each
-/// tries one thing the [system-call filter](crate::syscall_filter) forbids, says on standard
+/// tries one thing the [confinement](crate::confinement) forbids, says on standard
 /// error what happened, and then lets the analysis go on. Tests check the effect (a file
 /// intact, no connection, a process alive), not what the child says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,10 +48,19 @@ pub enum TestHook {
     EscapeWrite(PathBuf),
     /// Send `SIGKILL` to this process id.
     EscapeKill(u32),
+    /// Have the kernel signal this process id when a pipe becomes readable
+    /// (`fcntl(F_SETOWN)`, `O_ASYNC`), then write to the pipe.
+    EscapeSigio(u32),
+    /// Lower this process id's CPU-time limit to one second (`prlimit64`).
+    EscapePrlimit(u32),
+    /// Read the file at PATH and print its start on standard error, where a report could
+    /// carry it.
+    EscapeRead(PathBuf),
 }
 
 const HOOK_NAMES: &str = "burn-cpu, allocate-gib=N, sleep-ms=N, panic, escape-connect=PORT, \
-                          escape-spawn=PATH, escape-write=PATH, escape-kill=PID";
+                          escape-spawn=PATH, escape-write=PATH, escape-kill=PID, escape-sigio=PID, \
+                          escape-prlimit=PID, escape-read=PATH";
 
 impl std::str::FromStr for TestHook {
     type Err = String;
@@ -86,6 +95,9 @@ impl std::str::FromStr for TestHook {
             "escape-spawn" => path().map(Self::EscapeSpawn),
             "escape-write" => path().map(Self::EscapeWrite),
             "escape-kill" => small_number().map(Self::EscapeKill),
+            "escape-sigio" => small_number().map(Self::EscapeSigio),
+            "escape-prlimit" => small_number().map(Self::EscapePrlimit),
+            "escape-read" => path().map(Self::EscapeRead),
             _ => Err(format!("unknown test hook {name:?} ({HOOK_NAMES})")),
         }
     }
@@ -102,6 +114,9 @@ impl std::fmt::Display for TestHook {
             Self::EscapeSpawn(path) => write!(f, "escape-spawn={}", path.display()),
             Self::EscapeWrite(path) => write!(f, "escape-write={}", path.display()),
             Self::EscapeKill(pid) => write!(f, "escape-kill={pid}"),
+            Self::EscapeSigio(pid) => write!(f, "escape-sigio={pid}"),
+            Self::EscapePrlimit(pid) => write!(f, "escape-prlimit={pid}"),
+            Self::EscapeRead(path) => write!(f, "escape-read={}", path.display()),
         }
     }
 }
@@ -115,7 +130,7 @@ pub fn test_hooks_enabled() -> bool {
 /// `rules_dir` is the operator's YARA rule directory, applied with the default rules.
 ///
 /// Everything the child reads from disk (the rules, the package) is read first; then the
-/// [system-call filter](crate::syscall_filter) goes on, before any untrusted byte is parsed.
+/// [confinement](crate::confinement) goes on, before any untrusted byte is parsed.
 pub fn run(
     package: &Path,
     hook: Option<TestHook>,
@@ -133,10 +148,14 @@ pub fn run(
             return EXIT_ANALYSIS_ERROR;
         }
     };
-    match syscall_filter::forbid_escapes() {
-        Ok(Confinement::Filtered) => {}
-        // The worker's resource limits still apply; the operator guide names the platforms.
-        Ok(Confinement::Unavailable(_)) => {}
+    match confinement::forbid_escapes() {
+        // The worker's resource limits apply either way; the operator guide says where each
+        // layer is missing.
+        Ok(confinement) => {
+            for warning in confinement.warnings() {
+                eprintln!("warning: {warning}");
+            }
+        }
         Err(error) => {
             // Analysing unconfined is not an option: the worker retries, and its log says why.
             eprintln!("error: {error}");
@@ -217,10 +236,18 @@ fn run_hook(hook: TestHook) {
                 File::create_new(path.with_extension("new")).map(drop),
             );
         }
-        TestHook::EscapeKill(pid) => {
-            let pid = libc_pid(pid);
-            say("kill", pid.and_then(send_sigkill));
+        TestHook::EscapeKill(pid) => say("kill", libc_pid(pid).and_then(escapes::kill)),
+        TestHook::EscapeSigio(pid) => say("sigio", libc_pid(pid).and_then(escapes::sigio)),
+        TestHook::EscapePrlimit(pid) => {
+            say("prlimit", libc_pid(pid).and_then(escapes::prlimit));
         }
+        TestHook::EscapeRead(path) => match std::fs::read(&path) {
+            Ok(bytes) => eprintln!(
+                "escape read: succeeded: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(4096)])
+            ),
+            Err(error) => eprintln!("escape read: refused: {error}"),
+        },
     }
 }
 
@@ -236,19 +263,81 @@ fn libc_pid(pid: u32) -> io::Result<i32> {
     i32::try_from(pid).map_err(|_| io::Error::other(format!("{pid} is not a process id")))
 }
 
+/// The escape hooks' system calls, as code running inside the analyser would make them.
 #[cfg(unix)]
-fn send_sigkill(pid: i32) -> io::Result<()> {
-    // SAFETY: kill takes two integers.
-    if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+mod escapes {
+    use std::io;
+
+    fn checked(result: libc::c_int) -> io::Result<libc::c_int> {
+        if result == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(result)
+        }
+    }
+
+    pub fn kill(pid: i32) -> io::Result<()> {
+        // SAFETY: kill takes two integers.
+        checked(unsafe { libc::kill(pid, libc::SIGKILL) }).map(drop)
+    }
+
+    /// A pipe owned by `pid` in asynchronous mode: the kernel sends `pid` SIGIO, which ends
+    /// a process that does not handle it, when the pipe becomes readable.
+    #[cfg(target_os = "linux")]
+    pub fn sigio(pid: i32) -> io::Result<()> {
+        let mut ends = [0; 2];
+        // SAFETY: pipe writes two descriptors into the array; fcntl and write take
+        // descriptors this function owns, and a pointer to one live byte.
+        unsafe {
+            checked(libc::pipe(ends.as_mut_ptr()))?;
+            checked(libc::fcntl(ends[0], libc::F_SETOWN, pid))?;
+            checked(libc::fcntl(ends[0], libc::F_SETFL, libc::O_ASYNC))?;
+            checked(libc::write(ends[1], b"!".as_ptr().cast(), 1) as libc::c_int)?;
+        }
         Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn sigio(_pid: i32) -> io::Result<()> {
+        Err(io::Error::other("this hook is for Linux"))
+    }
+
+    #[cfg(target_os = "linux")]
+    pub fn prlimit(pid: i32) -> io::Result<()> {
+        let one_second = libc::rlimit {
+            rlim_cur: 1,
+            rlim_max: 1,
+        };
+        // SAFETY: a pointer to a live rlimit, and a null old-limit pointer.
+        checked(unsafe { libc::prlimit(pid, libc::RLIMIT_CPU, &one_second, std::ptr::null_mut()) })
+            .map(drop)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn prlimit(_pid: i32) -> io::Result<()> {
+        Err(io::Error::other("this hook is for Linux"))
     }
 }
 
 #[cfg(not(unix))]
-fn send_sigkill(_pid: i32) -> io::Result<()> {
-    Err(io::Error::other("signals are Unix only"))
+mod escapes {
+    use std::io;
+
+    fn unsupported() -> io::Result<()> {
+        Err(io::Error::other("the escape hooks are for Unix"))
+    }
+
+    pub fn kill(_pid: i32) -> io::Result<()> {
+        unsupported()
+    }
+
+    pub fn sigio(_pid: i32) -> io::Result<()> {
+        unsupported()
+    }
+
+    pub fn prlimit(_pid: i32) -> io::Result<()> {
+        unsupported()
+    }
 }
 
 /// What the child reads from disk, read before the filter goes on.
