@@ -122,7 +122,7 @@ fn a_company_ca_certificate_publishes_through_a_subject_mapping() {
     // The store recorded the company certificate as an external signer of acme.
     let certificates = store.get_json("/api/v1/publishers/acme/certificates");
     assert!(
-        certificates
+        certificates["items"]
             .as_array()
             .unwrap()
             .iter()
