@@ -126,6 +126,13 @@ pub enum ApiError {
         #[source]
         source: reqwest::Error,
     },
+    /// A list longer than the CLI reads ([`MAX_PAGES`] pages): stopping there silently
+    /// would drop items, such as revocations, from the end.
+    #[error("the registry's list at {url} goes on past {MAX_PAGES} pages; the CLI stops there")]
+    ListTooLong {
+        /// The list's URL.
+        url: String,
+    },
     /// An answer the CLI cannot read.
     #[error("the registry's answer to {url} is not what this CLI expects")]
     Decode {
@@ -432,10 +439,12 @@ impl RegistryClient {
             items.extend(page.items);
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
-                None => break,
+                None => return Ok(items),
             }
         }
-        Ok(items)
+        Err(ApiError::ListTooLong {
+            url: self.url(path),
+        })
     }
 
     /// `POST /api/v1/auth/register`.

@@ -89,6 +89,10 @@ fn api_hint(error: &ApiError, context: HintContext<'_>) -> Option<String> {
             "check the registry URL (--registry or PLUGSTORE_REGISTRY) and that the store is running"
                 .into(),
         ),
+        ApiError::ListTooLong { .. } => Some(
+            "the registry keeps naming a next page; report this to the registry's operators"
+                .into(),
+        ),
         ApiError::Unexpected { .. } | ApiError::Decode { .. } => Some(
             "check that --registry points at a plugstore registry (its API is under /api/v1)"
                 .into(),

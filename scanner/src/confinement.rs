@@ -14,9 +14,9 @@
 //! allows none: from then on the child can open no file or directory at all, for reading
 //! either, and keeps only the descriptors it holds. Where the kernel supports it (Linux
 //! 6.12), the ruleset also scopes signals and abstract Unix sockets to the child. Landlock
-//! is applied as far as the kernel supports it (Linux 5.13 and later, when enabled), and
-//! its absence is a warning, not a refusal: the system-call filter still stands, and older
-//! kernels are common on long-term-support distributions.
+//! is applied as far as the kernel supports it (Linux 5.13 and later, when enabled; every
+//! version refuses all opens), and its absence is a warning, not a refusal: the system-call
+//! filter still stands, and older kernels are common on long-term-support distributions.
 //!
 //! **System calls (seccomp).** A seccomp filter that refuses these with `EPERM`, for the
 //! child and every thread it starts:
@@ -124,8 +124,9 @@ mod files {
 
     use super::Layer;
 
-    /// The newest Landlock ABI this code knows; older kernels apply what they support.
-    const ABI: ABI = ABI::V6;
+    /// The newest Landlock ABI the landlock crate knows; a kernel with an older one applies
+    /// what it supports (best effort).
+    const ABI: ABI = ABI::V10;
 
     pub(super) fn close() -> Layer {
         let restricted = Ruleset::default()
@@ -135,12 +136,13 @@ mod files {
             // No rule added: every handled access is denied everywhere.
             .and_then(|ruleset| ruleset.restrict_self());
         match restricted {
+            // Every Landlock ABI refuses opening any file once no path is allowed. What older
+            // ABIs lack (truncation, device ioctls, signal and socket scoping) the
+            // system-call filter refuses on its own, so partly enforced counts as enforced.
             Ok(status) => match status.ruleset {
-                RulesetStatus::FullyEnforced => Layer::Enforced,
-                RulesetStatus::PartiallyEnforced => Layer::Unavailable(
-                    "Landlock closes the file system only in part on this kernel (it predates Linux 6.12)"
-                        .to_owned(),
-                ),
+                RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => {
+                    Layer::Enforced
+                }
                 RulesetStatus::NotEnforced => Layer::Unavailable(
                     "Landlock is not enabled on this kernel: the analysis child can read what the worker's account can"
                         .to_owned(),

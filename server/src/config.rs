@@ -573,10 +573,26 @@ impl Settings {
                 })?;
         settings.derive_defaults(&mut sources);
         settings.validate(&sources)?;
+        warnings.extend(settings.unreachable_public_url(&sources));
         Ok(LoadedSettings {
             settings,
             sources,
             warnings,
+        })
+    }
+
+    /// A warning when `http.public_url` was derived from a bind address that listens on every
+    /// interface (`0.0.0.0`, `[::]`, as in a container): no client can reach that URL, and it
+    /// ends up in download URLs and as the JWT issuer.
+    fn unreachable_public_url(&self, sources: &BTreeMap<String, Source>) -> Option<String> {
+        let derived = sources.get("http.public_url") == Some(&Source::Derived);
+        let bind: std::net::SocketAddr = self.http.bind.parse().ok()?;
+        (derived && bind.ip().is_unspecified()).then(|| {
+            format!(
+                "http.public_url is derived from http.bind as {}, which no client can reach: \
+                 set http.public_url (PLUGSTORE_HTTP_PUBLIC_URL) to the URL clients use",
+                self.http.public_url
+            )
         })
     }
 
@@ -883,6 +899,34 @@ mod tests {
         assert_eq!(loaded.settings.http.public_url, "http://127.0.0.1:9000");
         assert_eq!(loaded.sources["http.public_url"], Source::Derived);
         assert_eq!(loaded.sources["log.format"], Source::Default);
+    }
+
+    #[test]
+    fn a_public_url_derived_from_an_unspecified_bind_address_is_a_warning() {
+        for bind in ["0.0.0.0:8080", "[::]:8080"] {
+            let loaded =
+                Settings::load(None, env(&[("PLUGSTORE_HTTP_BIND", bind)]), vec![]).unwrap();
+            assert!(
+                loaded
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains("PLUGSTORE_HTTP_PUBLIC_URL")),
+                "{bind}: {:?}",
+                loaded.warnings
+            );
+        }
+        let set = Settings::load(
+            None,
+            env(&[
+                ("PLUGSTORE_HTTP_BIND", "0.0.0.0:8080"),
+                ("PLUGSTORE_HTTP_PUBLIC_URL", "https://plugins.example.org"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+        let loopback = Settings::load(None, env(&[]), vec![]).unwrap();
+        assert!(loopback.warnings.is_empty(), "{:?}", loopback.warnings);
     }
 
     #[test]
