@@ -130,16 +130,16 @@ fn publisher_flow_from_registration_to_verified_download() {
         "{verified}"
     );
     assert!(verified.contains("CN=alice"), "{verified}");
+    let verify_against_store = [
+        "verify",
+        "hello.tar",
+        "--signature",
+        "hello.tar.sig.json",
+        "--publisher-ca-from",
+        &store.url,
+    ];
     let report = alice
-        .run(&[
-            "--json",
-            "verify",
-            "hello.tar",
-            "--signature",
-            "hello.tar.sig.json",
-            "--publisher-ca-from",
-            &store.url,
-        ])
+        .run(&[&["--json"], &verify_against_store[..]].concat())
         .json();
     assert_eq!(report["verified"], true);
     assert_eq!(
@@ -256,17 +256,7 @@ fn publisher_flow_from_registration_to_verified_download() {
         .send()
         .unwrap();
     assert_eq!(revoked.status(), 200, "{:?}", revoked.text());
-    let refused = alice
-        .run(&[
-            "verify",
-            "hello.tar",
-            "--signature",
-            "hello.tar.sig.json",
-            "--publisher-ca-from",
-            &store.url,
-        ])
-        .failed()
-        .to_owned();
+    let refused = alice.run(&verify_against_store).failed().to_owned();
     assert!(refused.contains("revoked"), "{refused}");
     alice.run(&verify).ok();
 }
