@@ -134,12 +134,17 @@ fn read_saved(dir: &Path, name: &str, max_len: u64) -> Result<Vec<u8>, FetchErro
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// The pinned root, a saved root or a saved role failed verification.
-    #[error("saved TUF metadata in {dir}: {source}")]
+    #[error("saved TUF metadata in {dir}: {source}{}", older_root_failures(.under_older_roots))]
     Verification {
         /// The directory of the saved files.
         dir: PathBuf,
-        /// What failed.
+        /// What failed (under the newest root, when the saved roles failed under every root).
         source: Box<VerificationError>,
+        /// When the saved roles failed under every root of the chain, what failed under each
+        /// older root, newest first: the damage is often easier to see there (a timestamp
+        /// signed with a key the newest root rotated away fails there only as "0 valid
+        /// signatures").
+        under_older_roots: Vec<(u64, VerificationError)>,
     },
     /// A saved root could not be read.
     #[error("reading saved TUF metadata in {dir}: {source}")]
@@ -149,6 +154,13 @@ pub enum RestoreError {
         /// What failed.
         source: io::Error,
     },
+}
+
+fn older_root_failures(errors: &[(u64, VerificationError)]) -> String {
+    errors
+        .iter()
+        .map(|(version, error)| format!("; under root {version}: {error}"))
+        .collect()
 }
 
 /// Starts from the pinned root, follows the saved root chain (each saved root verified as
@@ -168,6 +180,7 @@ pub(crate) fn restore(dir: &Path, pinned_root: &[u8]) -> Result<TrustedState, Re
     let verification = |source| RestoreError::Verification {
         dir: dir.to_owned(),
         source: Box::new(source),
+        under_older_roots: Vec::new(),
     };
     let io = |source| RestoreError::Io {
         dir: dir.to_owned(),
@@ -209,7 +222,8 @@ pub(crate) fn restore(dir: &Path, pinned_root: &[u8]) -> Result<TrustedState, Re
         roots.insert(0, older_root);
     }
     let saved = &mut SavedFiles { dir };
-    let mut newest_error = None;
+    // Newest root first.
+    let mut failures = Vec::new();
     for (at, root) in roots.iter().enumerate().rev() {
         match TrustedState::restore(root.bytes(), saved) {
             Ok(mut state) => {
@@ -218,14 +232,18 @@ pub(crate) fn restore(dir: &Path, pinned_root: &[u8]) -> Result<TrustedState, Re
                 }
                 return Ok(state);
             }
-            Err(error) => {
-                newest_error.get_or_insert(error);
-            }
+            Err(error) => failures.push((root.version(), error)),
         }
     }
-    Err(verification(
-        newest_error.expect("the chain holds at least the pinned root"),
-    ))
+    let mut failures = failures.into_iter();
+    let (_, newest) = failures
+        .next()
+        .expect("the chain holds at least the pinned root");
+    Err(RestoreError::Verification {
+        dir: dir.to_owned(),
+        source: Box::new(newest),
+        under_older_roots: failures.collect(),
+    })
 }
 
 /// The highest `N` below `limit` of the saved `N.root.json` files, `None` when none is saved.

@@ -715,6 +715,10 @@ async fn a_damaged_saved_timestamp_is_an_error_under_a_newer_pinned_root_too() {
         .build()
         .unwrap_err();
     assert!(matches!(error, ClientError::Restore(_)), "{error}");
+    // The error says what failed under each root tried, not only under the newest. The
+    // store started at root 1; the client saved root 2; root 3 is pinned.
+    let message = error.to_string();
+    assert!(message.contains("; under root 2: "), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
