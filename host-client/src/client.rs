@@ -135,6 +135,7 @@ pub struct ClientBuilder {
     pinned_root: Option<Vec<u8>>,
     install_dir: Option<PathBuf>,
     proxy: Option<reqwest::Proxy>,
+    tls_roots_pem: Vec<Vec<u8>>,
     connect_timeout: Duration,
     request_timeout: Duration,
     download_policy: DownloadPolicy,
@@ -155,6 +156,7 @@ impl ClientBuilder {
             pinned_root: None,
             install_dir: None,
             proxy: None,
+            tls_roots_pem: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             download_policy: DownloadPolicy::default(),
@@ -209,6 +211,14 @@ impl ClientBuilder {
     /// Limits of package downloads.
     pub fn download_policy(mut self, policy: DownloadPolicy) -> Self {
         self.download_policy = policy;
+        self
+    }
+
+    /// Another root for the TLS connections to the store, its CDN and its mirrors (PEM, one or
+    /// more certificates): a store on a private PKI. The system's roots are still trusted.
+    /// Unrelated to [`ClientBuilder::store_ca_pem`], which is for developer certificates.
+    pub fn tls_root_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots_pem.push(pem.into());
         self
     }
 
@@ -315,6 +325,19 @@ impl ClientBuilder {
             .user_agent(concat!("plugstore-client/", env!("CARGO_PKG_VERSION")));
         if let Some(proxy) = self.proxy {
             http = http.proxy(proxy);
+        }
+        for pem in &self.tls_roots_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+                ClientError::Config(format!("a TLS root is not PEM certificates: {error}"))
+            })?;
+            if roots.is_empty() {
+                return Err(ClientError::Config(
+                    "a TLS root holds no PEM certificate".into(),
+                ));
+            }
+            for root in roots {
+                http = http.add_root_certificate(root);
+            }
         }
         let http = http.build()?;
 

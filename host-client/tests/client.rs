@@ -429,6 +429,71 @@ async fn blobs_redirected_to_a_cdn_are_followed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_a_private_pki_is_reached_over_https_with_its_root() {
+    let (mut store, tls_ca) = Store::new_tls().await;
+    assert!(store.url.starts_with("https://"), "{}", store.url);
+    store.publish("acme/hello", "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Without the store's TLS root, the connection is refused.
+    let untrusting = store.client(dir.path());
+    let error = untrusting.check_updates().await.unwrap_err();
+    assert!(
+        store.take_log().is_empty(),
+        "no request got through: {error}"
+    );
+
+    let client = store
+        .client_builder(dir.path())
+        .tls_root_pem(tls_ca.cert_pem.clone())
+        .build()
+        .unwrap();
+    client
+        .install(&id("acme/hello"), &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap();
+    assert!(client.loadable_path(&id("acme/hello")).unwrap().is_some());
+
+    let not_pem = store
+        .client_builder(dir.path())
+        .tls_root_pem(b"not a certificate".to_vec())
+        .build()
+        .unwrap_err();
+    assert!(not_pem.to_string().contains("TLS root"), "{not_pem}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_redirected_from_https_to_plain_http_is_not_followed() {
+    let (mut store, tls_ca) = Store::new_tls().await;
+    let published = store.publish("acme/hello", "1.0.0");
+    let plain = store.plain_url.clone();
+    store.trick(published.sha256, Trick::RedirectTo(plain));
+    let dir = tempfile::tempdir().unwrap();
+    let client = store
+        .client_builder(dir.path())
+        .tls_root_pem(tls_ca.cert_pem.clone())
+        .build()
+        .unwrap();
+    let error = client
+        .install(&id("acme/hello"), &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap_err();
+    let log = store.take_log();
+    assert!(
+        !log.iter().any(|line| line.starts_with("GET /cdn/")),
+        "the plain-HTTP copy was fetched: {log:?} ({error})"
+    );
+    assert_eq!(client.loadable_path(&id("acme/hello")).unwrap(), None);
+
+    // The same redirect within https is followed.
+    store.trick(published.sha256, Trick::Redirect);
+    client
+        .install(&id("acme/hello"), &v("1.0.0"), |_, _| {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_root_is_followed_and_kept_across_a_restart() {
     use plugstore_tuf::root::{RootDraft, sign_root};
     use plugstore_tuf::time::UnixTime;

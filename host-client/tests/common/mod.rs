@@ -34,7 +34,7 @@ use plugstore_tuf::time::UnixTime;
 use semver::Version;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 // ---------------------------------------------------------------------------------------------
@@ -54,6 +54,8 @@ pub enum Trick {
     Trickle,
     /// A 307 redirect to `/cdn/{hex}`, which serves the blob (as a CDN in front of the store).
     Redirect,
+    /// A 307 redirect to `{base}/cdn/{hex}` on another server (another scheme, say).
+    RedirectTo(String),
 }
 
 /// What the server serves, and what it saw.
@@ -82,7 +84,7 @@ struct Request {
     body: Vec<u8>,
 }
 
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Request> {
+async fn read_request(socket: &mut (impl AsyncRead + Unpin)) -> Option<Request> {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
@@ -127,7 +129,7 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Request> {
     })
 }
 
-async fn respond(socket: &mut tokio::net::TcpStream, status: u16, kind: &str, body: &[u8]) {
+async fn respond(socket: &mut (impl AsyncWrite + Unpin), status: u16, kind: &str, body: &[u8]) {
     let head = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -138,7 +140,7 @@ async fn respond(socket: &mut tokio::net::TcpStream, status: u16, kind: &str, bo
 }
 
 async fn serve_blob(
-    socket: &mut tokio::net::TcpStream,
+    socket: &mut (impl AsyncWrite + Unpin),
     body: Vec<u8>,
     trick: Option<Trick>,
     start: Option<u64>,
@@ -171,12 +173,12 @@ async fn serve_blob(
             drop(socket.write_all(&rest[..1.min(rest.len())]).await);
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
-        Some(Trick::Redirect) => unreachable!("answered before"),
+        Some(Trick::Redirect | Trick::RedirectTo(_)) => unreachable!("answered before"),
     }
     let _ = socket.shutdown().await;
 }
 
-async fn handle(mut socket: tokio::net::TcpStream, served: Arc<Mutex<Served>>) {
+async fn handle(mut socket: impl AsyncRead + AsyncWrite + Unpin, served: Arc<Mutex<Served>>) {
     let Some(request) = read_request(&mut socket).await else {
         return;
     };
@@ -233,13 +235,14 @@ async fn handle(mut socket: tokio::net::TcpStream, served: Arc<Mutex<Served>>) {
         return;
     }
     if let Some(hex) = request.path.strip_prefix("/blobs/sha256/") {
-        let redirect = matches!(
-            served.lock().unwrap().tricks.get(hex),
-            Some(Trick::Redirect)
-        );
-        if redirect {
+        let redirect = match served.lock().unwrap().tricks.get(hex) {
+            Some(Trick::Redirect) => Some(String::new()),
+            Some(Trick::RedirectTo(base)) => Some(base.clone()),
+            _ => None,
+        };
+        if let Some(base) = redirect {
             let head = format!(
-                "HTTP/1.1 307 Temporary Redirect\r\nLocation: /cdn/{hex}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {base}/cdn/{hex}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
             drop(socket.write_all(head.as_bytes()).await);
             let _ = socket.shutdown().await;
@@ -275,6 +278,42 @@ async fn start_server(served: Arc<Mutex<Served>>) -> String {
                 return;
             };
             tokio::spawn(handle(socket, served.clone()));
+        }
+    });
+    url
+}
+
+/// Serves `served` over TLS with `server` (a certificate for 127.0.0.1 and its key); returns
+/// the `https://` URL.
+async fn start_tls_server(served: Arc<Mutex<Served>>, server: &Credential) -> String {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certificates = CertificateDer::pem_slice_iter(&server.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&server.key_pem).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, served) = (acceptor.clone(), served.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(socket).await {
+                    handle(tls, served).await;
+                }
+            });
         }
     });
     url
@@ -398,15 +437,33 @@ impl Openssl {
 
     /// A code-signing leaf for `publisher`, issued by `issuer`.
     pub fn leaf(&self, subject: &str, publisher: &str, issuer: &Credential) -> Credential {
+        self.leaf_with_extensions(subject, &leaf_ext(publisher), issuer)
+    }
+
+    /// A TLS server certificate for 127.0.0.1.
+    pub fn tls_server(&self, issuer: &Credential) -> Credential {
+        self.leaf_with_extensions(
+            "/CN=127.0.0.1",
+            "basicConstraints = critical,CA:false\n\
+             keyUsage = critical,digitalSignature\n\
+             extendedKeyUsage = serverAuth\n\
+             subjectAltName = IP:127.0.0.1\n",
+            issuer,
+        )
+    }
+
+    fn leaf_with_extensions(
+        &self,
+        subject: &str,
+        extensions: &str,
+        issuer: &Credential,
+    ) -> Credential {
         let stem = format!("leaf-{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let key = self.new_key(&stem);
         let config = self.path(&format!("{stem}.cnf"));
         std::fs::write(
             &config,
-            format!(
-                "[req]\ndistinguished_name = dn\n[dn]\n[ext]\n{}",
-                leaf_ext(publisher)
-            ),
+            format!("[req]\ndistinguished_name = dn\n[dn]\n[ext]\n{extensions}"),
         )
         .unwrap();
         let csr = self.path(&format!("{stem}.csr"));
@@ -471,6 +528,8 @@ pub struct Published {
 /// A store: the producer's state and keys, the catalogue, the PKI, and the HTTP server.
 pub struct Store {
     pub url: String,
+    /// The same store over plain HTTP (the same as `url` unless made by [`Store::new_tls`]).
+    pub plain_url: String,
     pub served: Arc<Mutex<Served>>,
     pub root_keys: Vec<SigningKey>,
     pub keys: OnlineKeys,
@@ -566,6 +625,7 @@ impl Store {
         let ca = openssl.root_ca("/CN=plugstore test store CA");
         let acme = openssl.leaf("/CN=acme developer", "acme", &ca);
         let store = Self {
+            plain_url: url.clone(),
             url,
             served,
             root_keys,
@@ -580,6 +640,18 @@ impl Store {
         };
         store.serve_files(files);
         store
+    }
+
+    /// A store served over TLS with a certificate from a private CA, which it returns: a
+    /// client must trust it ([`ClientBuilder::tls_root_pem`]). `plain_url` still serves the
+    /// same store over plain HTTP, as a mirror or CDN might.
+    pub async fn new_tls() -> (Self, Credential) {
+        let mut store = Self::new().await;
+        let tls_ca = store.openssl.root_ca("/CN=plugstore test TLS CA");
+        let server = store.openssl.tls_server(&tls_ca);
+        store.plain_url = store.url.clone();
+        store.url = start_tls_server(store.served.clone(), &server).await;
+        (store, tls_ca)
     }
 
     pub fn serve_files(&self, files: Vec<MetadataFile>) {
