@@ -377,3 +377,18 @@ fn the_analysis_child_cannot_read_the_accounts_files() {
     bystander.wait().unwrap();
     assert!(!stderr.contains(SECRET), "{stderr}");
 }
+
+/// What the worker runs at start: an analysis child that only confines itself.
+#[test]
+fn the_confinement_check_passes_where_the_analysis_child_confines_itself() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plugstore-scanner"));
+    command.arg("check-confinement");
+    let run = run_confined(command, &LIMITS, &AtomicBool::new(false)).unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.exit, ChildExit::Exited(0), "{stderr}");
+    // Both layers are in force here: nothing to warn about.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    if landlock_abi() > 0 {
+        assert!(stderr.is_empty(), "{stderr}");
+    }
+}

@@ -148,19 +148,10 @@ pub fn run(
             return EXIT_ANALYSIS_ERROR;
         }
     };
-    match confinement::forbid_escapes() {
-        // The worker's resource limits apply either way; the operator guide says where each
-        // layer is missing.
-        Ok(confinement) => {
-            for warning in confinement.warnings() {
-                eprintln!("warning: {warning}");
-            }
-        }
-        Err(error) => {
-            // Analysing unconfined is not an option: the worker retries, and its log says why.
-            eprintln!("error: {error}");
-            return EXIT_ANALYSIS_ERROR;
-        }
+    // Analysing unconfined is not an option: the worker retries, and its log says why.
+    let confined = check_confinement();
+    if confined != 0 {
+        return confined;
     }
     if let Some(hook) = hook {
         run_hook(hook);
@@ -181,6 +172,22 @@ pub fn run(
         }
         Err(error) => {
             eprintln!("error: {error:#}");
+            EXIT_ANALYSIS_ERROR
+        }
+    }
+}
+
+/// `check-confinement`: confines this process as [`run`] does, and says how that went.
+pub fn check_confinement() -> i32 {
+    match confinement::forbid_escapes() {
+        Ok(confinement) => {
+            for warning in confinement.warnings() {
+                eprintln!("warning: {warning}");
+            }
+            0
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
             EXIT_ANALYSIS_ERROR
         }
     }

@@ -11,6 +11,7 @@ mod worker;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -20,8 +21,8 @@ use tokio::sync::watch;
 use self::analyze::TestHook;
 use crate::RuleSet;
 use crate::isolation::{
-    AnalysisLimits, DEFAULT_CPU_LIMIT, DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_WALL_TIMEOUT,
-    TEST_HOOKS_ENV,
+    AnalysisLimits, ChildExit, DEFAULT_CPU_LIMIT, DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_WALL_TIMEOUT,
+    TEST_HOOKS_ENV, run_confined,
 };
 use crate::limits::ScanLimits;
 
@@ -52,6 +53,11 @@ enum Command {
         #[arg(long)]
         limits: Option<PathBuf>,
     },
+    /// Confine this process as an analysis child does, then exit: 0 when that works (with
+    /// warnings on standard error for what this kernel lacks), 3 when it refuses. The worker
+    /// runs it at start.
+    #[command(hide = true)]
+    CheckConfinement,
 }
 
 #[derive(clap::Args, Debug)]
@@ -137,6 +143,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>, self_invocation: Vec<OsStr
                 }
             };
             ExitCode::from(u8::try_from(status).unwrap_or(1))
+        }
+        Command::CheckConfinement => {
+            ExitCode::from(u8::try_from(analyze::check_confinement()).unwrap_or(1))
         }
         Command::Worker(args) => match run_worker(args, self_invocation) {
             Ok(()) => ExitCode::SUCCESS,
@@ -230,6 +239,7 @@ fn run_worker(args: WorkerArgs, self_invocation: Vec<OsString>) -> anyhow::Resul
         test_hook: args.test_hook.map(|hook| hook.to_string()),
         rules_dir,
     };
+    check_analysis_confinement(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let (stop, stopped) = watch::channel(false);
@@ -248,6 +258,30 @@ fn run_worker(args: WorkerArgs, self_invocation: Vec<OsString>) -> anyhow::Resul
         tracing::info!(server = %config.server, worker = %config.name, concurrency = config.concurrency, "scan worker started");
         worker::run(config, stopped).await
     })
+}
+
+/// Starts an analysis child that only confines itself, under the worker's limits, so that a
+/// kernel or container policy that refuses the confinement stops the worker at start with
+/// the reason, instead of failing every job's attempts.
+fn check_analysis_confinement(config: &worker::WorkerConfig) -> anyhow::Result<()> {
+    let mut command = std::process::Command::new(&config.analyzer);
+    command.args(&config.analyzer_args).arg("check-confinement");
+    let run = run_confined(command, &config.limits, &AtomicBool::new(false))
+        .context("starting an analysis child")?;
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    if run.exit != ChildExit::Exited(0) {
+        bail!(
+            "the analysis child cannot confine itself, so no package can be analysed: {}",
+            stderr.trim()
+        );
+    }
+    for warning in stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("warning: "))
+    {
+        tracing::warn!("analysis child: {warning}");
+    }
+    Ok(())
 }
 
 /// Resolves once standard input reaches its end or fails.
