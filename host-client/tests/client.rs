@@ -430,24 +430,22 @@ async fn blobs_redirected_to_a_cdn_are_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_on_a_private_pki_is_reached_over_https_with_its_root() {
-    let (mut store, tls_ca) = Store::new_tls().await;
+    let mut store = Store::new_tls().await;
     assert!(store.url.starts_with("https://"), "{}", store.url);
     store.publish("acme/hello", "1.0.0");
     let dir = tempfile::tempdir().unwrap();
 
     // Without the store's TLS root, the connection is refused.
+    let tls_root = store.tls_root_pem.take();
     let untrusting = store.client(dir.path());
+    store.tls_root_pem = tls_root;
     let error = untrusting.check_updates().await.unwrap_err();
     assert!(
         store.take_log().is_empty(),
         "no request got through: {error}"
     );
 
-    let client = store
-        .client_builder(dir.path())
-        .tls_root_pem(tls_ca.cert_pem.clone())
-        .build()
-        .unwrap();
+    let client = store.client(dir.path());
     client
         .install(&id("acme/hello"), &v("1.0.0"), |_, _| {})
         .await
@@ -464,16 +462,12 @@ async fn a_store_on_a_private_pki_is_reached_over_https_with_its_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_redirected_from_https_to_plain_http_is_not_followed() {
-    let (mut store, tls_ca) = Store::new_tls().await;
+    let mut store = Store::new_tls().await;
     let published = store.publish("acme/hello", "1.0.0");
     let plain = store.plain_url.clone();
     store.trick(published.sha256, Trick::RedirectTo(plain));
     let dir = tempfile::tempdir().unwrap();
-    let client = store
-        .client_builder(dir.path())
-        .tls_root_pem(tls_ca.cert_pem.clone())
-        .build()
-        .unwrap();
+    let client = store.client(dir.path());
     let error = client
         .install(&id("acme/hello"), &v("1.0.0"), |_, _| {})
         .await

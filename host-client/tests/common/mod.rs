@@ -269,23 +269,37 @@ async fn handle(mut socket: impl AsyncRead + AsyncWrite + Unpin, served: Arc<Mut
     respond(&mut socket, 404, "text/plain", b"not found").await;
 }
 
-async fn start_server(served: Arc<Mutex<Served>>) -> String {
+/// Serves `served` on loopback, over TLS with `tls`; returns the URL.
+async fn start_server(
+    served: Arc<Mutex<Served>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 return;
             };
-            tokio::spawn(handle(socket, served.clone()));
+            let (tls, served) = (tls.clone(), served.clone());
+            tokio::spawn(async move {
+                match tls {
+                    None => handle(socket, served).await,
+                    Some(acceptor) => {
+                        if let Ok(socket) = acceptor.accept(socket).await {
+                            handle(socket, served).await;
+                        }
+                    }
+                }
+            });
         }
     });
     url
 }
 
-/// Serves `served` over TLS with `server` (a certificate for 127.0.0.1 and its key); returns
-/// the `https://` URL.
-async fn start_tls_server(served: Arc<Mutex<Served>>, server: &Credential) -> String {
+/// TLS with `server`: a certificate for 127.0.0.1 and its key.
+fn tls_acceptor(server: &Credential) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -300,23 +314,7 @@ async fn start_tls_server(served: Arc<Mutex<Served>>, server: &Credential) -> St
         .with_no_client_auth()
         .with_single_cert(certificates, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                return;
-            };
-            let (acceptor, served) = (acceptor.clone(), served.clone());
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(socket).await {
-                    handle(tls, served).await;
-                }
-            });
-        }
-    });
-    url
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,6 +528,8 @@ pub struct Store {
     pub url: String,
     /// The same store over plain HTTP (the same as `url` unless made by [`Store::new_tls`]).
     pub plain_url: String,
+    /// The root of the TLS store's certificate, which [`Store::client_builder`] trusts.
+    pub tls_root_pem: Option<Vec<u8>>,
     pub served: Arc<Mutex<Served>>,
     pub root_keys: Vec<SigningKey>,
     pub keys: OnlineKeys,
@@ -620,11 +620,12 @@ impl Store {
             .metadata
             .insert(root.file_name(), pinned_root.clone());
         let (state, files) = RepositoryState::create(root, &keys, now).unwrap();
-        let url = start_server(served.clone()).await;
+        let url = start_server(served.clone(), None).await;
         let openssl = Openssl::new();
         let ca = openssl.root_ca("/CN=plugstore test store CA");
         let acme = openssl.leaf("/CN=acme developer", "acme", &ca);
         let store = Self {
+            tls_root_pem: None,
             plain_url: url.clone(),
             url,
             served,
@@ -642,16 +643,17 @@ impl Store {
         store
     }
 
-    /// A store served over TLS with a certificate from a private CA, which it returns: a
-    /// client must trust it ([`ClientBuilder::tls_root_pem`]). `plain_url` still serves the
-    /// same store over plain HTTP, as a mirror or CDN might.
-    pub async fn new_tls() -> (Self, Credential) {
+    /// A store served over TLS with a certificate from a private CA, whose certificate
+    /// becomes `tls_root_pem`. `plain_url` still serves the same store over plain HTTP, as a
+    /// mirror or CDN might.
+    pub async fn new_tls() -> Self {
         let mut store = Self::new().await;
         let tls_ca = store.openssl.root_ca("/CN=plugstore test TLS CA");
         let server = store.openssl.tls_server(&tls_ca);
         store.plain_url = store.url.clone();
-        store.url = start_tls_server(store.served.clone(), &server).await;
-        (store, tls_ca)
+        store.url = start_server(store.served.clone(), Some(tls_acceptor(&server))).await;
+        store.tls_root_pem = Some(tls_ca.cert_pem);
+        store
     }
 
     pub fn serve_files(&self, files: Vec<MetadataFile>) {
@@ -884,7 +886,12 @@ impl Store {
     }
 
     pub fn client_builder(&self, dir: &Path) -> ClientBuilder {
-        ClientBuilder::new(&self.url)
+        let builder = ClientBuilder::new(&self.url);
+        let builder = match &self.tls_root_pem {
+            Some(pem) => builder.tls_root_pem(pem.clone()),
+            None => builder,
+        };
+        builder
             .trusted_root(self.pinned_root.clone())
             .install_dir(dir)
             .store_ca_pem(self.ca.cert_pem.clone())
