@@ -480,14 +480,16 @@ fn verify_hint(error: &SignatureError) -> String {
 /// store may never have seen; the store revokes the issuer and serial, as a CRL does, and so
 /// does this check.
 fn revoked_in_chain(chain: &[Vec<u8>], listed: &[CertificateView]) -> HashSet<CertFingerprint> {
-    let identities: HashSet<(&str, &str)> = listed
+    let revoked: Vec<&CertificateView> = listed
         .iter()
         .filter(|certificate| certificate.revoked_at.is_some())
+        .collect();
+    let identities: HashSet<(&str, &str)> = revoked
+        .iter()
         .map(|certificate| (certificate.serial.as_str(), certificate.issuer.as_str()))
         .collect();
-    let listed_fingerprints = listed
+    let listed_fingerprints = revoked
         .iter()
-        .filter(|certificate| certificate.revoked_at.is_some())
         .filter_map(|certificate| certificate.fingerprint.parse().ok());
     let same_identity = chain
         .iter()
